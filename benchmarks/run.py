@@ -9,8 +9,10 @@ numerator and the denominator of a ratio alike.
 Figures (JSON keys under ``results/bench/<mode>.json``):
 
 - ``sampler_overhead.<backend>.b<B>``: wall time of one generation through the backend's own
-  ``_generate_batch`` (padding, sampler, decoding) / (measured NFE x time of one denoiser
-  forward at the same batch and canvas length). 1.0 = nothing but network forwards.
+  ``_generate_batch`` (padding, sampler, decoding) / (measured NFE x time of one network
+  evaluation at the same batch and canvas length; for DSL the converter + the backbone).
+  1.0 = nothing but network forwards. ``sampler.overhead_vs_backbone`` leaves the DSL converter
+  out of the denominator.
 - ``converter``: the DSL converter's share of one forward at the published LLaDA-8B shapes
   (V = 126,464, d = 100, D = 4096, 32 layers), timed on CPU on a few tokens (the converter
   vs one LLaDA-8B layer x 32 + the output head) and counted in FLOPs; the same for the top-k
@@ -18,8 +20,9 @@ Figures (JSON keys under ``results/bench/<mode>.json``):
 - ``batch_scaling.<backend>.b<B>``: samples/s at batch 1, 2, 4, 8, 16.
 - ``e2e``: lm-eval ``simple_evaluate`` on ``dsl_summ_synth_16step`` with ``dsl_llada``:
   samples/s and the share of wall time spent outside the backend's ``generate_until``.
-- ``adaptation``: tokens/s of one loss+backward step of the mdm, dsl and softmask objectives
-  (objectives written here from :mod:`dslbench.diffusion`; see :func:`adaptation`).
+- ``adaptation``: tokens/s of one loss+backward step of the adaptation script's mdm, dsl and
+  softmask objectives (:mod:`dslbench.training.objectives`), and the dsl / softmask throughput
+  over mdm's as the median of paired per-repetition ratios.
 - ``memory``: peak memory growth of each workload: on CPU the kernel's peak resident set
   (``VmHWM`` reset through ``/proc/self/clear_refs``) minus the RSS at its start, measured in a
   child process whose large buffers are returned to the OS on free; on GPU
@@ -53,10 +56,10 @@ SIZES = {
     # d_model, layers, heads, mlp hidden, prompt tokens, generated tokens, NFE, noise dim
     "quick": dict(d_model=128, n_layers=2, n_heads=4, mlp=352, prompt_len=32, gen_length=64, nfe=8,
                   noise_dim=100, batches=(1, 2, 4, 8, 16), overhead_batch=8, reps=3,
-                  conv_tokens=4, e2e_limit=8, train_batch=8, train_len=128, train_reps=3),
+                  conv_tokens=4, e2e_limit=8, train_batch=8, train_len=128, train_reps=5),
     "full": dict(d_model=256, n_layers=4, n_heads=4, mlp=688, prompt_len=32, gen_length=128, nfe=16,
                  noise_dim=100, batches=(1, 2, 4, 8, 16), overhead_batch=8, reps=5,
-                 conv_tokens=16, e2e_limit=32, train_batch=8, train_len=256, train_reps=5),
+                 conv_tokens=16, e2e_limit=32, train_batch=8, train_len=256, train_reps=11),
 }
 # CI smoke sub-mode (tests/test_benchmarks.py): every code path, seconds; figures meaningless.
 SIZES["smoke"] = dict(d_model=64, n_layers=2, n_heads=4, mlp=176, prompt_len=8, gen_length=16, nfe=4, noise_dim=16,
@@ -184,18 +187,26 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
     batch, same canvas length) is taken. On a shared machine this cancels the load that a
     separately timed forward would see differently. ``forward_ms_standalone`` is the same
     forward timed on its own, for reference.
+
+    One DSL network evaluation is the converter (a learned layer of the DSL checkpoint, the
+    input map from noisy latents to backbone embeddings) followed by the backbone, so for
+    ``dsl_llada`` each counted call's time includes the converter call that fed it.
+    ``overhead_vs_backbone`` divides by the backbone alone instead (the same as ``overhead`` for
+    the masked-diffusion backends), so the converter's share can be read off both.
     """
-    out: dict = {"overhead": {}, "scaling": {}, "forward_ms": {}, "forward_ms_standalone": {},
-                 "generate_ms": {}, "nfe": {}}
+    out: dict = {"overhead": {}, "overhead_vs_backbone": {}, "scaling": {}, "forward_ms": {},
+                 "forward_ms_standalone": {}, "generate_ms": {}, "nfe": {}}
     P, G = size["prompt_len"], size["gen_length"]
     batches = sorted(set(size["batches"]) | {size["overhead_batch"]})
     ratios = {(n, b): [] for n in backends for b in batches}
+    ratios_backbone = {(n, b): [] for n in backends for b in batches}
     fwd_in = {(n, b): [] for n in backends for b in batches}
     fwd_alone = {(n, b): [] for n in backends for b in batches}
     gen_times = {(n, b): [] for n in backends for b in batches}
     nfes = {}
     opts = {n: be.request_options({"until": [], "gen_length": G, "nfe": size["nfe"]}) for n, be in backends.items()}
-    calls: list[float] = []
+    calls: list[tuple[float, float]] = []  # (network evaluation, backbone alone) per counted call
+    pending = [0.0]  # converter time since the last counted call
 
     def wrap(den):
         inner = den.forward
@@ -205,11 +216,26 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
             t0 = time.perf_counter()
             logits = inner(inputs_embeds, attention_mask)
             sync(device)
-            calls.append(time.perf_counter() - t0)
+            t = time.perf_counter() - t0
+            calls.append((t + pending[0], t))
+            pending[0] = 0.0
             return logits
 
         den.forward = forward
         den._untimed_forward = inner
+        if hasattr(den, "convert"):
+            convert = den.convert
+
+            def timed_convert(z, beta_scale=1.0):
+                sync(device)
+                t0 = time.perf_counter()
+                h = convert(z, beta_scale)
+                sync(device)
+                pending[0] += time.perf_counter() - t0
+                return h
+
+            den.convert = timed_convert
+            den._untimed_convert = convert
 
     def forward_once(be, b):
         den = be.denoiser
@@ -217,7 +243,16 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
         mask = torch.ones((b, P + G), dtype=torch.long, device=device)
         with torch.inference_mode():
             embeds = den.embed(canvas)
-            t = timed(lambda: den._untimed_forward(embeds, mask), device)
+            if hasattr(den, "convert"):
+                z = 7.0 * den.noise_embedding[canvas[:, P:]].float()
+
+                def network():
+                    h = den._untimed_convert(z, 2.0).to(embeds.dtype)
+                    return den._untimed_forward(torch.cat([embeds[:, :P], h], dim=1), mask)
+            else:
+                def network():
+                    return den._untimed_forward(embeds, mask)
+            t = timed(network, device)
         den.nfe -= 1
         return t
 
@@ -225,28 +260,36 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
         ctx = prompts(b, P, be.denoiser.vocab_size, seed=b)
         before = be.denoiser.nfe
         calls.clear()
+        pending[0] = 0.0
         t = timed(lambda: be._generate_batch(ctx, opts[name]), device)
         n = be.denoiser.nfe - before
         nfes[(name, b)] = n
         assert len(calls) == n
-        return t, median(calls), n
+        return t, median([c[0] for c in calls]), median([c[1] for c in calls]), n
 
     for be in backends.values():
         wrap(be.denoiser)
     for name, be in backends.items():  # warm-up
         forward_once(be, 2)
         generate_once(name, be, 2)
+    backbone_ms: dict = {}
     for rep in range(size["reps"]):
         for b in batches:
             for name, be in backends.items():
                 fwd_alone[(name, b)].append(forward_once(be, b))
-                t, f, n = generate_once(name, be, b)
+                t, f, f_backbone, n = generate_once(name, be, b)
                 gen_times[(name, b)].append(t)
                 fwd_in[(name, b)].append(f)
+                backbone_ms.setdefault((name, b), []).append(f_backbone)
                 ratios[(name, b)].append(t / (n * f))
-    out["dsl_breakdown"] = dsl_breakdown(backends["dsl_llada"], size, device, median(fwd_in[("dsl_llada", size["overhead_batch"])]))
-    for name, be in backends.items():
+                ratios_backbone[(name, b)].append(t / (n * f_backbone))
+    for be in backends.values():
         be.denoiser.forward = be.denoiser._untimed_forward
+        if hasattr(be.denoiser, "_untimed_convert"):
+            be.denoiser.convert = be.denoiser._untimed_convert
+    ob = size["overhead_batch"]
+    out["dsl_breakdown"] = dsl_breakdown(backends["dsl_llada"], size, device, median(backbone_ms[("dsl_llada", ob)]))
+    for name, be in backends.items():
         for b in batches:
             g = median(gen_times[(name, b)])
             out["forward_ms"][f"{name}.b{b}"] = round(1e3 * median(fwd_in[(name, b)]), 2)
@@ -254,27 +297,28 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
             out["generate_ms"][f"{name}.b{b}"] = round(1e3 * g, 2)
             out["nfe"][f"{name}.b{b}"] = nfes[(name, b)]
             out["overhead"][f"{name}.b{b}"] = round(median(ratios[(name, b)]), 3)
+            out["overhead_vs_backbone"][f"{name}.b{b}"] = round(median(ratios_backbone[(name, b)]), 3)
             if b in size["batches"]:
                 out["scaling"][f"{name}.b{b}"] = round(b / g, 2)
     return out
 
 
 def dsl_breakdown(be, size: dict, device: torch.device, forward_s: float) -> dict:
-    """Where dsl_llada's time outside the network goes, per evaluation at the overhead batch:
-    the converter and the top-k posterior mean, each as a fraction of one forward."""
+    """Where dsl_llada's time outside the backbone goes, per evaluation at the overhead batch:
+    the converter and the top-k posterior mean, each as a fraction of one backbone forward."""
     from dslbench.diffusion.sde import DEFAULT_TOPK, posterior_mean
 
     den, b, G = be.denoiser, size["overhead_batch"], size["gen_length"]
     emb = den.noise_embedding.detach()
     with torch.inference_mode():
         z = torch.randn(b, G, emb.shape[1], device=device) * 3.0
-        probs = torch.softmax(torch.randn(b, G, den.vocab_size, device=device) * 3.0, dim=-1)
+        logits = torch.randn(b, G, den.vocab_size, device=device) * 3.0
         conv = median([timed(lambda: den.convert(z, 2.0), device) for _ in range(5)])
-        post = median([timed(lambda: posterior_mean(probs, emb, DEFAULT_TOPK), device) for _ in range(5)])
-        dense = median([timed(lambda: posterior_mean(probs, emb, None), device) for _ in range(5)])
-    return {"converter_over_forward": round(conv / forward_s, 4),
-            "posterior_top512_over_forward": round(post / forward_s, 4),
-            "posterior_dense_over_forward": round(dense / forward_s, 4),
+        post = median([timed(lambda: posterior_mean(logits, emb, DEFAULT_TOPK), device) for _ in range(5)])
+        dense = median([timed(lambda: posterior_mean(logits, emb, None), device) for _ in range(5)])
+    return {"converter_over_backbone": round(conv / forward_s, 4),
+            "posterior_top512_over_backbone": round(post / forward_s, 4),
+            "posterior_dense_over_backbone": round(dense / forward_s, 4),
             "topk": DEFAULT_TOPK, "vocab": den.vocab_size}
 
 
@@ -456,94 +500,6 @@ def e2e_figures(ckpt: Path, size: dict, device: torch.device, workdir: Path) -> 
     return out
 
 
-def training_steps(ckpt: Path, size: dict, device: torch.device):
-    """tokens/s of one loss + backward step per objective (no optimiser step), same model and batch.
-
-    Written here from :mod:`dslbench.diffusion` (the adaptation script had not landed):
-
-    - ``mdm``: mask response tokens with p = (1 - eps) t + eps, CE on masked tokens / p, all
-      backbone parameters trained;
-    - ``dsl``: per-token training SNRs, channel, converter (trained), CE on every response
-      token in float32, output head frozen (published recipe);
-    - ``softmask``: a no-grad first pass on the mdm-noised inputs, blended inputs (k = 3), a
-      second pass with the mdm loss (the two-pass step, p_sm = 1).
-    """
-    import torch.nn.functional as F
-
-    from dslbench.diffusion.dsl import DSLModules, channel, sample_training_snr
-    from dslbench.diffusion.softmask import SoftMaskParams, blend_inputs
-    from dslbench.diffusion.denoiser import ModelDenoiser
-    from dslbench.models.loading import load_llada
-
-    model, _, info = load_llada(ckpt, dtype="float32" if device.type == "cpu" else "bfloat16", device=str(device))
-    model.train()
-    V, D = info.vocab_size, model.config.d_model
-    B, L = size["train_batch"], size["train_len"]
-    P = L // 4
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(16, V, (B, L), generator=g).to(device)
-    resp = torch.zeros((B, L), dtype=torch.bool, device=device)
-    resp[:, P:] = True
-    dsl = DSLModules(V, size["noise_dim"], D, noise_seed=0).to(device)
-    dsl.init_from_backbone(model.get_input_embeddings().weight, info.mask_id)
-    params = SoftMaskParams().to(device)
-    head = model.get_output_embeddings()
-    den = ModelDenoiser(model, info.mask_id, info.eos_id, info.eos_ids, V)
-    wte = model.get_input_embeddings()
-
-    def mdm_noise():
-        t = torch.rand(B, generator=g).to(device)
-        p = (1 - 1e-3) * t + 1e-3
-        masked = (torch.rand((B, L), generator=g).to(device) < p[:, None]) & resp
-        return torch.where(masked, info.mask_id, ids), masked, p
-
-    def mdm_loss(logits, masked, p):
-        ce = F.cross_entropy(logits[masked].float(), ids[masked], reduction="none")
-        return (ce / p[:, None].expand(B, L)[masked]).sum() / (B * (L - P))
-
-    def step_mdm():
-        noisy, masked, p = mdm_noise()
-        logits = model(inputs_embeds=wte(noisy)).logits[..., :V]
-        mdm_loss(logits, masked, p).backward()
-
-    def step_dsl():
-        snr = sample_training_snr(B, L - P, g, device=device)
-        z = channel(ids[:, P:], snr, dsl.noise_embed.weight, g)
-        h = dsl.convert(z, out_dtype=wte.weight.dtype)
-        inputs = torch.cat([wte(ids[:, :P]), h], dim=1)
-        logits = model(inputs_embeds=inputs).logits[:, P:, :V]
-        F.cross_entropy(logits.float().reshape(-1, V), ids[:, P:].reshape(-1)).backward()
-
-    def step_softmask():
-        noisy, masked, p = mdm_noise()
-        with torch.no_grad():
-            first = model(inputs_embeds=wte(noisy)).logits[..., :V]
-        inputs = blend_inputs(den, noisy, first, masked, params, k=3)
-        logits = model(inputs_embeds=inputs).logits[..., :V]
-        mdm_loss(logits, masked, p).backward()
-
-    objectives = {"mdm": step_mdm, "dsl": step_dsl, "softmask": step_softmask}
-
-    def set_trainable(name):
-        for prm in model.parameters():
-            prm.requires_grad_(True)
-        for prm in dsl.parameters():
-            prm.requires_grad_(name == "dsl")
-        dsl.noise_embed.weight.requires_grad_(False)
-        head.weight.requires_grad_(name != "dsl")
-        for prm in params.parameters():
-            prm.requires_grad_(name == "softmask")
-
-    def run(name):
-        set_trainable(name)
-        model.zero_grad(set_to_none=True)
-        dsl.zero_grad(set_to_none=True)
-        params.zero_grad(set_to_none=True)
-        return timed(objectives[name], device)
-
-    return objectives, run
-
-
 def adaptation_api_steps(ckpt: Path, size: dict, device: torch.device):
     """The same three steps through the adaptation script's own objectives
     (:mod:`dslbench.training.objectives`: ``make_objective``, ``AdaptModule``), when present.
@@ -577,12 +533,10 @@ def adaptation_api_steps(ckpt: Path, size: dict, device: torch.device):
 
 
 def adaptation_figures(ckpt: Path, size: dict, device: torch.device) -> dict:
-    try:
-        objectives, run = adaptation_api_steps(ckpt, size, device)
-        source = "dslbench.training.objectives (the adaptation script's own objectives); loss+backward, no optimiser step"
-    except ImportError:
-        objectives, run = training_steps(ckpt, size, device)
-        source = "objectives written in the benchmark from dslbench.diffusion (adaptation API absent); loss+backward, no optimiser step"
+    """tokens/s per objective, and each objective's throughput over mdm's as the median of
+    per-repetition ratios (the three steps of a repetition run back to back, so load from other
+    processes hits both sides of a ratio alike; medians of separate timings do not pair them)."""
+    objectives, run = adaptation_api_steps(ckpt, size, device)
     B, L = size["train_batch"], size["train_len"]
     times = {n: [] for n in objectives}
     for n in objectives:
@@ -590,12 +544,12 @@ def adaptation_figures(ckpt: Path, size: dict, device: torch.device) -> dict:
     for _ in range(size["train_reps"]):
         for n in objectives:
             times[n].append(run(n))
-    out: dict = {"batch": B, "seq_len": L, "prompt_len": L // 4, "tokens_per_step": B * L,
-                 "note": source}
+    out: dict = {"batch": B, "seq_len": L, "prompt_len": L // 4, "tokens_per_step": B * L, "reps": size["train_reps"],
+                 "note": "dslbench.training.objectives (the adaptation script's own objectives); loss+backward, no optimiser step"}
     for n in objectives:
         out[f"{n}_tokens_per_s"] = round(B * L / median(times[n]), 1)
-    out["dsl_over_mdm"] = round(out["dsl_tokens_per_s"] / out["mdm_tokens_per_s"], 3)
-    out["softmask_over_mdm"] = round(out["softmask_tokens_per_s"] / out["mdm_tokens_per_s"], 3)
+    for n in ("dsl", "softmask"):
+        out[f"{n}_over_mdm"] = round(median([m / t for m, t in zip(times["mdm"], times[n])]), 3)
     return out
 
 
@@ -642,23 +596,26 @@ def table(res: dict) -> str:
         f"model: d_model {s['d_model']}, {s['n_layers']} layers, {s['n_heads']} heads, mlp {s['mlp']}, vocab {res['vocab']}, "
         f"noise dim {s['noise_dim']}; prompt {s['prompt_len']} + gen {s['gen_length']} tokens, NFE {s['nfe']}",
         "",
-        "| backend | overhead @b{0} | fwd ms @b{0} | gen ms @b{0} | NFE | ".format(s["overhead_batch"])
+        "| backend | overhead @b{0} | vs backbone only | fwd ms @b{0} | gen ms @b{0} | NFE | ".format(s["overhead_batch"])
         + " | ".join(f"samples/s b{b}" for b in s["batches"]) + " | peak MiB gen |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(s["batches"]) + "---:|",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(s["batches"]) + "---:|",
     ]
     sm = res["sampler"]
     ob = s["overhead_batch"]
     for name in BACKENDS:
-        row = [name, f"{sm['overhead'][f'{name}.b{ob}']:.3f}", f"{sm['forward_ms'][f'{name}.b{ob}']:.1f}",
+        row = [name, f"{sm['overhead'][f'{name}.b{ob}']:.3f}", f"{sm['overhead_vs_backbone'][f'{name}.b{ob}']:.3f}",
+               f"{sm['forward_ms'][f'{name}.b{ob}']:.1f}",
                f"{sm['generate_ms'][f'{name}.b{ob}']:.1f}", str(sm["nfe"][f"{name}.b{ob}"])]
         row += [f"{sm['scaling'][f'{name}.b{b}']:.2f}" for b in s["batches"]]
         row.append(f"{res['memory'][f'generate.{name}.b{ob}']:.0f}")
         lines.append("| " + " | ".join(row) + " |")
     br = sm.get("dsl_breakdown")
     if br:
-        lines.append(f"(dsl_llada per evaluation, as a share of one forward: converter {100 * br['converter_over_forward']:.1f}%, "
-                     f"posterior mean over the top {br['topk']} of {br['vocab']} tokens {100 * br['posterior_top512_over_forward']:.1f}% "
-                     f"[over all tokens: {100 * br['posterior_dense_over_forward']:.1f}%])")
+        lines.append("(dsl_llada: one network evaluation = converter + backbone; 'vs backbone only' leaves the "
+                     "converter out of the denominator.")
+        lines.append(f" Per evaluation, as a share of one backbone forward: converter {100 * br['converter_over_backbone']:.1f}%, "
+                     f"posterior mean over the top {br['topk']} of {br['vocab']} tokens {100 * br['posterior_top512_over_backbone']:.1f}% "
+                     f"[over all tokens: {100 * br['posterior_dense_over_backbone']:.1f}%])")
     c = res["converter"]
     lines += [
         "",

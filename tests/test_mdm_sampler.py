@@ -309,3 +309,20 @@ def test_identity_denoiser_keeps_prompt_and_predicts_input():
     assert logits.argmax(-1).tolist() == [[3, 4, MASK]]
     assert identity.nfe == 1
     assert math.isclose(torch.softmax(logits[0, 0], -1)[3].item(), 1.0, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_greedy_fast_path_is_bit_identical_to_the_general_float64_path(scale):
+    from dslbench.diffusion.mdm import _greedy_float64, _proposal_float64
+
+    g = torch.Generator().manual_seed(3)
+    full = torch.randn(3, 9, 50, generator=g) * scale
+    full[0, 2, 7] = float("-inf")  # a banned token
+    full[1, 4, :] = 2.5  # a row of ties: the first index wins in both
+    logits = full[:, 2:]  # a sliced view, as the sampler passes it
+    fast = _greedy_float64(logits)
+    general = _proposal_float64(logits, 0.0, 1, torch.tensor([1]), False, False, None)
+    assert torch.equal(fast[0], general[0])
+    assert torch.equal(fast[1], general[1])
+    assert fast[1].dtype == torch.float64
+    assert int(fast[0][1, 2]) == 0

@@ -13,6 +13,7 @@ from dslbench.diffusion.sde import (
     dsl_repair,
     noise_scale_for_budget,
     plan_steps,
+    kth_largest,
     posterior_mean,
     published_snr_grid,
     snr_grid,
@@ -164,12 +165,31 @@ def test_prompt_positions_get_clean_embeddings_and_convert_is_not_an_nfe():
 
 def test_posterior_mean_topk():
     emb = torch.nn.functional.normalize(torch.randn(6, 3), dim=-1)
-    p = torch.softmax(torch.randn(2, 4, 6), -1)
-    torch.testing.assert_close(posterior_mean(p, emb, None), p @ emb)
-    torch.testing.assert_close(posterior_mean(p, emb, 1), emb[p.argmax(-1)])
-    top2 = posterior_mean(p, emb, 2)
-    v, i = p.topk(2, -1)
-    torch.testing.assert_close(top2, ((v / v.sum(-1, keepdim=True))[..., None] * emb[i]).sum(-2))
+    logits = torch.randn(2, 4, 6) * 3
+    p = torch.softmax(logits, -1)
+    torch.testing.assert_close(posterior_mean(logits, emb, None), p @ emb)
+    torch.testing.assert_close(posterior_mean(logits, emb, 6), p @ emb)
+    torch.testing.assert_close(posterior_mean(logits, emb, 1), emb[p.argmax(-1)])
+    for k in (2, 4):  # k < V/2 and k > V/2
+        v, i = p.topk(k, -1)
+        want = ((v / v.sum(-1, keepdim=True))[..., None] * emb[i]).sum(-2)
+        torch.testing.assert_close(posterior_mean(logits, emb, k), want)
+
+
+def test_posterior_mean_keeps_every_token_tied_at_the_kth_logit():
+    emb = torch.eye(4)
+    logits = torch.tensor([[2.0, 1.0, 1.0, 0.0]])
+    # top-2 with a tie for second place: tokens 0, 1 and 2 are all kept.
+    w = torch.softmax(torch.tensor([2.0, 1.0, 1.0]), -1)
+    torch.testing.assert_close(posterior_mean(logits, emb, 2), torch.cat([w, torch.zeros(1)])[None])
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 8])
+def test_kth_largest_matches_sorting(k):
+    x = torch.randn(3, 5, 8)
+    want = x.sort(dim=-1, descending=True).values[..., k - 1 : k]
+    assert torch.equal(kth_largest(x, k), want)
+    assert torch.equal(kth_largest(x.transpose(0, 1), k), want.transpose(0, 1))  # non-contiguous input
 
 
 def test_bad_arguments_are_refused():

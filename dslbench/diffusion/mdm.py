@@ -264,7 +264,34 @@ def _propose(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Candidate tokens, their softmax probabilities and the confidence used for ranking."""
     raw = logits
-    logits = logits.to(torch.float64)
+    if temperature == 0 and not logits_eos_inf and not (confidence_eos_eot_inf and eos_ids.numel()):
+        x0, x0_prob = _greedy_float64(raw)
+    else:
+        x0, x0_prob = _proposal_float64(raw, temperature, eos_id, eos_ids, logits_eos_inf, confidence_eos_eot_inf, generator)
+
+    if remasking == "low_confidence":
+        confidence = x0_prob
+    else:
+        confidence = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+        if confidence_eos_eot_inf and eos_ids.numel():
+            confidence = confidence.masked_fill(torch.isin(x0, eos_ids), -1.0)
+    return x0, x0_prob, confidence
+
+
+def _greedy_float64(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Argmax token and its float64 softmax probability, bit-identical to the general path
+    (``exp(l[x0] - logsumexp(l))`` with ``logsumexp = log(sum(exp(l - max))) + max``, the
+    formula torch's own logsumexp evaluates) in one max pass and one in-place float64 pass."""
+    top, x0 = raw.max(dim=-1)  # the float32 max is exact in float64
+    top = top.to(torch.float64)
+    shift = top.masked_fill(torch.isinf(top), 0.0)  # as logsumexp does for infinite maxima
+    total = raw.to(torch.float64).sub_(shift[..., None]).exp_().sum(dim=-1)
+    return x0, torch.exp(top - (total.log_() + shift))
+
+
+def _proposal_float64(raw, temperature, eos_id, eos_ids, logits_eos_inf, confidence_eos_eot_inf, generator):
+    """Candidate tokens and their float64 softmax probabilities (sampling and EOS options)."""
+    logits = raw.to(torch.float64)
     if logits_eos_inf:
         logits = logits.clone()  # never write into the denoiser's own tensor
         logits[..., eos_id] = float("-inf")
@@ -286,15 +313,7 @@ def _propose(
         ranking_logits = logits.clone()
         ranking_logits[..., eos_ids] = float("-inf")
     x0_logit = ranking_logits.gather(-1, x0[..., None]).squeeze(-1)
-    x0_prob = torch.exp(x0_logit - torch.logsumexp(ranking_logits, dim=-1))
-
-    if remasking == "low_confidence":
-        confidence = x0_prob
-    else:
-        confidence = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
-        if confidence_eos_eot_inf and eos_ids.numel():
-            confidence = confidence.masked_fill(torch.isin(x0, eos_ids), -1.0)
-    return x0, x0_prob, confidence
+    return x0, torch.exp(x0_logit - torch.logsumexp(ranking_logits, dim=-1))
 
 
 def _step_trace(block, i, steps_per_block, canvas, prompt_len, lo, hi, committed, remasked) -> StepTrace:
