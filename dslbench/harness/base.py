@@ -37,6 +37,8 @@ COMMON_ARGS: dict[str, Arg] = {
     "response_cut": Arg("eos", str, ("eos", "none"), "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
     "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood"),
     "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood"),
+    "prompt_cache": Arg(False, bool, help="approximate prompt K/V cache for generation (Fast-dLLM style): the prompt no longer sees the evolving span"),
+    "prompt_cache_refresh": Arg(0, int, help="with prompt_cache: a full pass every N calls (0: only the first call of a generation)"),
 }
 
 # Generation kwargs every backend understands besides its sampler args.
@@ -85,6 +87,8 @@ class DiffusionBackend(LM):
         self.batch_size = self.args["batch_size"]
         if self.batch_size < 1:
             raise ValueError(f"model arg batch_size={self.batch_size} must be >= 1")
+        self._check_prompt_cache()
+        self._cache_seam = None
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None):
@@ -135,6 +139,37 @@ class DiffusionBackend(LM):
             self.model.config, "max_position_embeddings", 4096
         )
         self.max_length = self.args["max_length"] or cfg_max
+
+    def _check_prompt_cache(self) -> None:
+        from dslbench.diffusion.prompt_cache import supports_prompt_cache
+
+        refresh = self.args["prompt_cache_refresh"]
+        if refresh is None or refresh < 0:
+            raise ValueError(
+                f"{self.NAME}: model arg prompt_cache_refresh={refresh!r} is not allowed; "
+                "choose 0 (only the first call of a generation) or N >= 1 (a full pass every N calls)"
+            )
+        if not self.args["prompt_cache"]:
+            if refresh:
+                raise ValueError(f"{self.NAME}: model arg prompt_cache_refresh={refresh} needs prompt_cache=true")
+            return
+        if not supports_prompt_cache(self.denoiser):
+            family = getattr(self.info, "family", type(self.model).__name__)
+            raise ValueError(
+                f"{self.NAME}: model arg prompt_cache=true is not supported for the {family} family "
+                f"({type(self.model).__name__} has no prefix-cache forward; only LLaDA-format models do): "
+                "use prompt_cache=false"
+            )
+
+    def _seam(self, prompt_len: int):
+        """The denoiser seam for one generation batch: the plain seam, or with ``prompt_cache``
+        a fresh :class:`~dslbench.diffusion.prompt_cache.PromptCachedDenoiser` sharing its NFE counter."""
+        if not self.args["prompt_cache"]:
+            return self.denoiser
+        from dslbench.diffusion.prompt_cache import PromptCachedDenoiser
+
+        self._cache_seam = PromptCachedDenoiser(self.denoiser, prompt_len, self.args["prompt_cache_refresh"])
+        return self._cache_seam
 
     # ------------------------------------------------------------------ lm-eval hooks
     @property
@@ -323,8 +358,12 @@ class DiffusionBackend(LM):
         prompt_ids, prompt_mask = self._left_pad(contexts)
         generator = torch.Generator(device="cpu").manual_seed(self.args["seed"] + batch_key)
         start = time.perf_counter()
+        self._cache_seam = None
         with torch.inference_mode():  # no autograd bookkeeping: the sampler's tensors never need it
             result = self._sample(prompt_ids, prompt_mask, opts, generator)
+        if self._cache_seam is not None:
+            result.extra.update(self._cache_seam.record())
+            self._cache_seam = None  # its keys / values belong to this batch only
         decoded = [self._decode(row) for row in result.tokens]
         seconds = (time.perf_counter() - start) / len(contexts)
         texts = []

@@ -86,7 +86,7 @@ class DSLLLaDA(DiffusionBackend):
             raise ValueError(f"{self.NAME}: topk={opts['topk']} must be >= 1")
         beta, beta_scale = self._beta_scale(opts)
         out = dsl_generate(
-            self.denoiser,
+            self._seam(prompt_ids.shape[1]),
             prompt_ids,
             prompt_mask,
             gen_length=opts["gen_length"],

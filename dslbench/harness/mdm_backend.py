@@ -49,7 +49,7 @@ class MDMLLaDA(DiffusionBackend):
                 t_off=opts["remdm_t_off"], alpha_on=opts["remdm_alpha_on"],
             )
         out = mdm_generate(
-            self.denoiser,
+            self._seam(prompt_ids.shape[1]),
             prompt_ids,
             prompt_mask,
             gen_length=opts["gen_length"],

@@ -2,13 +2,18 @@
 
 Parameter names follow the published checkpoint layout exactly
 (``model.transformer.{wte, blocks.N.*, ln_f, ff_out}``), so the hub weights load with no key
-renaming and without ``trust_remote_code``. There is no KV cache: a masked diffusion model
-re-reads the whole canvas on every step.
+renaming and without ``trust_remote_code``. There is no KV cache by default: a masked diffusion
+model re-reads the whole canvas on every step. The optional *prefix* cache
+(``keep_prefix`` / ``prefix_kv``, used by :mod:`dslbench.diffusion.prompt_cache`) returns the
+per-layer keys and values of a full forward's first P positions and later runs only the other
+positions against them; bidirectional attention makes that an approximation (the cached prefix
+no longer sees the positions after it), which is why it is opt-in.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as hf_init
 from transformers.modeling_outputs import CausalLMOutput
+from transformers.utils import ModelOutput
 
 from dslbench.models.llada_config import LLaDAConfig
 
@@ -61,6 +67,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
+@dataclass(frozen=True)
+class PrefixKV:
+    """Per-layer ``(key, value)`` of a prefix, ``[B, n_kv_heads, P, head_dim]`` each: keys already
+    rotated for positions 0..P-1, before grouped-query repetition (the smaller form to keep)."""
+
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][0].shape[2]
+
+
+@dataclass
+class LLaDAOutput(ModelOutput):
+    """``CausalLMOutput`` plus the prefix keys / values a ``keep_prefix`` forward asked for."""
+
+    logits: torch.Tensor | None = None
+    prefix_kv: PrefixKV | None = None
+
+
 class LLaDABlock(nn.Module):
     """Pre-norm block: x + attn(attn_norm(x)), then + ff_out(silu(ff_proj(h)) * up_proj(h))."""
 
@@ -93,14 +119,26 @@ class LLaDABlock(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         key_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_out: list | None = None,
+        keep: int = 0,
     ) -> torch.Tensor:
-        x = x + self.dropout(self._attention(self.attn_norm(x), rope, key_mask))
+        """``past``: cached prefix keys / values the queries also attend to (the queries' own
+        positions follow them); ``kv_out``: a list that receives this layer's first ``keep``
+        keys / values."""
+        x = x + self.dropout(self._attention(self.attn_norm(x), rope, key_mask, past, kv_out, keep))
         h = self.ff_norm(x)
         h = self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
         return x + self.dropout(h)
 
     def _attention(
-        self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None
+        self,
+        h: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        key_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_out: list | None = None,
+        keep: int = 0,
     ) -> torch.Tensor:
         cfg = self.config
         B, T, _ = h.shape
@@ -116,6 +154,12 @@ class LLaDABlock(nn.Module):
         else:
             q = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype))
             k = apply_rope(k, cos.to(k.dtype), sin.to(k.dtype))
+
+        if kv_out is not None:  # copies: a view would keep the whole canvas's K/V alive
+            kv_out.append((k[:, :, :keep].contiguous(), v[:, :, :keep].contiguous()))
+        if past is not None:
+            k = torch.cat([past[0].to(k.dtype), k], dim=2)
+            v = torch.cat([past[1].to(v.dtype), v], dim=2)
 
         if n_kv != n_heads:  # grouped-query attention: share each kv head across its query group
             k = k.repeat_interleave(n_heads // n_kv, dim=1)
@@ -148,17 +192,36 @@ class LLaDATransformer(nn.Module):
         self.transformer = nn.ModuleDict(layers)
         self.emb_drop = nn.Dropout(config.embedding_dropout)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        prefix_kv: PrefixKV | None = None,
+        keep_prefix: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, PrefixKV]:
+        """Logits of ``inputs_embeds``' positions.
+
+        ``prefix_kv``: the inputs are positions P.. of a canvas whose first P positions are cached
+        (``attention_mask`` then covers all P + T positions, so padded prefix keys stay hidden).
+        ``keep_prefix`` = P > 0: also return the per-layer keys / values of the first P positions.
+        """
         cfg = self.config
+        if prefix_kv is not None and keep_prefix:
+            raise ValueError("pass prefix_kv or keep_prefix, not both")
         x = inputs_embeds
         if cfg.input_emb_norm:
             x = x * math.sqrt(cfg.d_model)
         x = self.emb_drop(x)
         T = x.shape[1]
-        rope = rope_tables(T, cfg.head_dim, cfg.rope_theta, x.device)
-        key_mask = _key_padding_mask(attention_mask, T)
-        for block in self.transformer["blocks"]:
-            x = block(x, rope, key_mask)
+        P = prefix_kv.length if prefix_kv is not None else 0
+        rope = rope_tables(P + T, cfg.head_dim, cfg.rope_theta, x.device)
+        if P:  # rows of a longer table are exactly the rows of a shorter one: positions P..P+T-1
+            rope = (rope[0][P:], rope[1][P:])
+        key_mask = _key_padding_mask(attention_mask, P + T)
+        kv_out: list | None = [] if keep_prefix else None
+        for i, block in enumerate(self.transformer["blocks"]):
+            past = prefix_kv.layers[i] if prefix_kv is not None else None
+            x = block(x, rope, key_mask, past, kv_out, keep_prefix)
         x = self.transformer["ln_f"](x)
         if cfg.weight_tying:
             logits = F.linear(x, self.transformer["wte"].weight)
@@ -166,6 +229,8 @@ class LLaDATransformer(nn.Module):
             logits = self.transformer["ff_out"](x)
         if cfg.scale_logits:
             logits = logits * (1.0 / math.sqrt(cfg.d_model))
+        if kv_out is not None:
+            return logits, PrefixKV(tuple(kv_out))
         return logits
 
 
@@ -193,6 +258,7 @@ class LLaDAModelLM(PreTrainedModel):
     main_input_name = "input_ids"
     _no_split_modules = ["LLaDABlock"]
     _supports_sdpa = True
+    supports_prefix_cache = True  # forward(prefix_kv=, keep_prefix=): see dslbench.diffusion.prompt_cache
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -238,10 +304,15 @@ class LLaDAModelLM(PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        prefix_kv: PrefixKV | None = None,
+        keep_prefix: int = 0,
         **ignored,
-    ) -> CausalLMOutput:
+    ) -> CausalLMOutput | LLaDAOutput:
         """Logits [B, T, padded_vocab] for every position. ``attention_mask`` [B, T]: 1 = real token.
 
+        Prefix cache (off unless asked): ``keep_prefix=P`` returns an :class:`LLaDAOutput` whose
+        ``prefix_kv`` holds the keys / values of the first P positions; ``prefix_kv=`` runs the given
+        positions after that cached prefix (``attention_mask`` [B, P + T]: prefix and inputs).
         Extra keyword arguments (``labels``, ``use_cache`` ... passed by generic callers) are ignored.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -251,5 +322,9 @@ class LLaDAModelLM(PreTrainedModel):
             inputs_embeds = wte(input_ids)
         else:
             inputs_embeds = inputs_embeds.to(wte.weight.dtype)
-        logits = self.model(inputs_embeds, attention_mask)
-        return CausalLMOutput(logits=logits)
+        if prefix_kv is None and not keep_prefix:
+            return CausalLMOutput(logits=self.model(inputs_embeds, attention_mask))
+        out = self.model(inputs_embeds, attention_mask, prefix_kv=prefix_kv, keep_prefix=keep_prefix)
+        if keep_prefix:
+            return LLaDAOutput(logits=out[0], prefix_kv=out[1])
+        return LLaDAOutput(logits=out)
