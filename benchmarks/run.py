@@ -56,15 +56,16 @@ SIZES = {
     # d_model, layers, heads, mlp hidden, prompt tokens, generated tokens, NFE, noise dim
     "quick": dict(d_model=128, n_layers=2, n_heads=4, mlp=352, prompt_len=32, gen_length=64, nfe=8,
                   noise_dim=100, batches=(1, 2, 4, 8, 16), overhead_batch=8, reps=3,
-                  conv_tokens=4, e2e_limit=8, train_batch=8, train_len=128, train_reps=5),
+                  conv_tokens=4, e2e_limit=8, train_batch=8, train_len=128, train_reps=5, summ_prompt_len=192, summ_reps=2),
     "full": dict(d_model=256, n_layers=4, n_heads=4, mlp=688, prompt_len=32, gen_length=128, nfe=16,
                  noise_dim=100, batches=(1, 2, 4, 8, 16), overhead_batch=8, reps=5,
-                 conv_tokens=16, e2e_limit=32, train_batch=8, train_len=256, train_reps=11),
+                 conv_tokens=16, e2e_limit=32, train_batch=8, train_len=256, train_reps=11, summ_prompt_len=512,
+                 summ_reps=3),
 }
 # CI smoke sub-mode (tests/test_benchmarks.py): every code path, seconds; figures meaningless.
 SIZES["smoke"] = dict(d_model=64, n_layers=2, n_heads=4, mlp=176, prompt_len=8, gen_length=16, nfe=4, noise_dim=16,
                       batches=(1, 2), overhead_batch=2, reps=1, conv_tokens=2, e2e_limit=2, train_batch=2,
-                      train_len=32, train_reps=1,
+                      train_len=32, train_reps=1, summ_prompt_len=24, summ_reps=1,
                       big=dict(vocab=4096, noise_dim=100, d_model=256, n_layers=32, n_heads=4, mlp=688))
 GPU_SIZES = dict(d_model=1024, n_layers=8, n_heads=16, mlp=2816, conv_tokens=256, train_len=512)
 
@@ -179,8 +180,12 @@ def prompts(batch: int, length: int, vocab: int, seed: int = 0) -> list[list[int
 
 
 # ------------------------------------------------------------------------------------------ figures
-def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
+def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str = "main") -> dict:
     """Overhead and samples/s at every batch, per backend (interleaved repetitions).
+
+    ``shape="main"``: the size's prompt and generation lengths at every batch (with the DSL
+    breakdown); ``"summarization"``: a summarization-shaped canvas (``summ_prompt_len`` prompt
+    tokens, as a source document, + the same generation length) at the overhead batch only.
 
     The denominator's forward time is measured *inside* the same generation: the seam's
     ``forward`` is wrapped with a timer, and the median of the generation's own NFE calls (same
@@ -196,8 +201,10 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
     """
     out: dict = {"overhead": {}, "overhead_vs_backbone": {}, "scaling": {}, "forward_ms": {},
                  "forward_ms_standalone": {}, "generate_ms": {}, "nfe": {}}
-    P, G = size["prompt_len"], size["gen_length"]
-    batches = sorted(set(size["batches"]) | {size["overhead_batch"]})
+    main = shape == "main"
+    P, G = (size["prompt_len"] if main else size["summ_prompt_len"]), size["gen_length"]
+    batches = sorted(set(size["batches"]) | {size["overhead_batch"]}) if main else [size["overhead_batch"]]
+    reps = size["reps"] if main else size["summ_reps"]
     ratios = {(n, b): [] for n in backends for b in batches}
     ratios_backbone = {(n, b): [] for n in backends for b in batches}
     fwd_in = {(n, b): [] for n in backends for b in batches}
@@ -273,7 +280,7 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
         forward_once(be, 2)
         generate_once(name, be, 2)
     backbone_ms: dict = {}
-    for rep in range(size["reps"]):
+    for rep in range(reps):
         for b in batches:
             for name, be in backends.items():
                 fwd_alone[(name, b)].append(forward_once(be, b))
@@ -288,7 +295,10 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
         if hasattr(be.denoiser, "_untimed_convert"):
             be.denoiser.convert = be.denoiser._untimed_convert
     ob = size["overhead_batch"]
-    out["dsl_breakdown"] = dsl_breakdown(backends["dsl_llada"], size, device, median(backbone_ms[("dsl_llada", ob)]))
+    if main:
+        out["dsl_breakdown"] = dsl_breakdown(backends["dsl_llada"], size, device, median(backbone_ms[("dsl_llada", ob)]))
+    else:
+        out["prompt_len"], out["gen_length"], out["batch"] = P, G, ob
     for name, be in backends.items():
         for b in batches:
             g = median(gen_times[(name, b)])
@@ -298,7 +308,7 @@ def sampler_figures(backends: dict, size: dict, device: torch.device) -> dict:
             out["nfe"][f"{name}.b{b}"] = nfes[(name, b)]
             out["overhead"][f"{name}.b{b}"] = round(median(ratios[(name, b)]), 3)
             out["overhead_vs_backbone"][f"{name}.b{b}"] = round(median(ratios_backbone[(name, b)]), 3)
-            if b in size["batches"]:
+            if main and b in size["batches"]:
                 out["scaling"][f"{name}.b{b}"] = round(b / g, 2)
     return out
 
@@ -616,6 +626,12 @@ def table(res: dict) -> str:
         lines.append(f" Per evaluation, as a share of one backbone forward: converter {100 * br['converter_over_backbone']:.1f}%, "
                      f"posterior mean over the top {br['topk']} of {br['vocab']} tokens {100 * br['posterior_top512_over_backbone']:.1f}% "
                      f"[over all tokens: {100 * br['posterior_dense_over_backbone']:.1f}%])")
+    ss = res.get("sampler_summarization")
+    if ss:
+        sb = ss["batch"]
+        per = ", ".join(f"{n} {ss['overhead'][f'{n}.b{sb}']:.3f}" for n in BACKENDS)
+        lines.append(f"summarization-shaped canvas (prompt {ss['prompt_len']} + gen {ss['gen_length']} tokens, batch {sb}): "
+                     f"overhead {per} (dsl_llada vs backbone only {ss['overhead_vs_backbone'][f'dsl_llada.b{sb}']:.3f})")
     c = res["converter"]
     lines += [
         "",
@@ -663,7 +679,9 @@ def write_json(res: dict, path: Path) -> None:
 
 
 def flat_overheads(res: dict) -> dict:
-    return {f"sampler_overhead.{k}": v for k, v in res["sampler"]["overhead"].items()}
+    out = {f"sampler_overhead.{k}": v for k, v in res["sampler"]["overhead"].items()}
+    out.update({f"sampler_overhead_summarization.{k}": v for k, v in res["sampler_summarization"]["overhead"].items()})
+    return out
 
 
 def main(argv=None) -> int:
@@ -709,6 +727,7 @@ def main(argv=None) -> int:
             backends = {n: load_backend(n, ckpts[n], size, device) for n in BACKENDS}
             res["vocab"] = backends["mdm_llada"].denoiser.vocab_size
             res["sampler"] = sampler_figures(backends, size, device)
+            res["sampler_summarization"] = sampler_figures(backends, size, device, shape="summarization")
             del backends
             print("sampler figures done", f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr)
         if "converter" in parts:

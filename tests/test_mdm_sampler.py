@@ -326,3 +326,18 @@ def test_greedy_fast_path_is_bit_identical_to_the_general_float64_path(scale):
     assert torch.equal(fast[1], general[1])
     assert fast[1].dtype == torch.float64
     assert int(fast[0][1, 2]) == 0
+
+
+def test_proposal_on_masked_rows_only_matches_the_full_proposal_there():
+    from dslbench.diffusion.mdm import _propose
+
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(2, 7, 40, generator=g) * 4)[:, 1:]  # a sliced view, as in the sampler
+    rows = torch.rand(2, 6, generator=g) < 0.5
+    kw = dict(temperature=0.0, remasking="low_confidence", eos_id=1, eos_ids=torch.tensor([1]),
+              logits_eos_inf=False, confidence_eos_eot_inf=False, generator=None)
+    full = _propose(logits, **kw)
+    part = _propose(logits, **kw, rows=rows)
+    for a, b in zip(full, part):
+        assert torch.equal(a[rows], b[rows])
+    assert torch.equal(part[1][~rows], torch.zeros(int((~rows).sum()), dtype=torch.float64))

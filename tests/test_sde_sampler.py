@@ -190,6 +190,8 @@ def test_kth_largest_matches_sorting(k):
     want = x.sort(dim=-1, descending=True).values[..., k - 1 : k]
     assert torch.equal(kth_largest(x, k), want)
     assert torch.equal(kth_largest(x.transpose(0, 1), k), want.transpose(0, 1))  # non-contiguous input
+    xb = x.bfloat16()
+    assert torch.equal(kth_largest(xb, k), xb.sort(dim=-1, descending=True).values[..., k - 1 : k])
 
 
 def test_bad_arguments_are_refused():

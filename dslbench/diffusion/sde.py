@@ -236,7 +236,10 @@ def kth_largest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """
     width = scores.shape[-1]
     if scores.device.type == "cpu":
-        kth = np.partition(scores.detach().contiguous().numpy(), width - k, axis=-1)[..., width - k : width - k + 1]
+        values = scores.detach()
+        if values.dtype == torch.bfloat16:  # numpy has no bfloat16; widening is exact
+            values = values.float()
+        kth = np.partition(values.contiguous().numpy(), width - k, axis=-1)[..., width - k : width - k + 1]
         return torch.from_numpy(kth).to(scores.dtype)
     return scores.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
 
@@ -250,20 +253,27 @@ def posterior_mean(logits: torch.Tensor, noise_embedding: torch.Tensor, topk: in
     ties would pick arbitrarily; ties of distinct tokens do not occur with real logits).
     """
     emb = noise_embedding.to(device=logits.device, dtype=torch.float32)
-    logits = logits.float().contiguous()  # a sliced view costs more in every op below than one copy
     width = logits.shape[-1]
     if width > emb.shape[0]:
         raise ValueError(f"{width} logits but only {emb.shape[0]} noise-embedding rows")
+    # A sliced view costs more in every op below than one copy; when a copy is made anyway it
+    # is reused as the weight buffer.
+    x = logits.float().contiguous()
+    own = x.data_ptr() != logits.data_ptr()
+    keep = None
+    if topk is not None and topk < width:
+        # The kept set is given by a threshold on the logits (the same order as the
+        # probabilities) and applied as a dense 0/1 factor (masked_fill with a boolean mask is
+        # several times slower on CPU): gathering k rows of E_n per position would cost far
+        # more memory traffic than one dense [.., V'] x [V', d] matmul.
+        keep = torch.sub(x, kth_largest(x, topk)).ge_(0.0)
     # Unnormalised weights exp(l - max), normalised once after the matmul on the d-wide result:
     # the same value as a softmax followed by renormalisation over the kept set, for one division
     # over d instead of two over V'.
-    weights = torch.sub(logits, logits.amax(dim=-1, keepdim=True)).exp_()
-    if topk is not None and topk < width:
-        # The kept set is given by a threshold on the logits (the same order as the
-        # probabilities) and applied as a dense mask: gathering k rows of E_n per position
-        # would cost far more memory traffic than one dense [.., V'] x [V', d] matmul.
-        # (A float 0/1 factor: masked_fill with a boolean mask is several times slower on CPU.)
-        weights.mul_(torch.sub(logits, kth_largest(logits, topk)).ge_(0.0))
+    top = x.amax(dim=-1, keepdim=True)
+    weights = (x.sub_(top) if own else torch.sub(x, top)).exp_()
+    if keep is not None:
+        weights.mul_(keep)
     return (weights @ emb[:width]) / weights.sum(dim=-1, keepdim=True)
 
 
