@@ -208,6 +208,7 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
     ratios = {(n, b): [] for n in backends for b in batches}
     ratios_backbone = {(n, b): [] for n in backends for b in batches}
     fwd_in = {(n, b): [] for n in backends for b in batches}
+    backbone_ms = {(n, b): [] for n in backends for b in batches}
     fwd_alone = {(n, b): [] for n in backends for b in batches}
     gen_times = {(n, b): [] for n in backends for b in batches}
     nfes = {}
@@ -279,7 +280,6 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
     for name, be in backends.items():  # warm-up
         forward_once(be, 2)
         generate_once(name, be, 2)
-    backbone_ms: dict = {}
     for rep in range(reps):
         for b in batches:
             for name, be in backends.items():
@@ -287,7 +287,7 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
                 t, f, f_backbone, n = generate_once(name, be, b)
                 gen_times[(name, b)].append(t)
                 fwd_in[(name, b)].append(f)
-                backbone_ms.setdefault((name, b), []).append(f_backbone)
+                backbone_ms[(name, b)].append(f_backbone)
                 ratios[(name, b)].append(t / (n * f))
                 ratios_backbone[(name, b)].append(t / (n * f_backbone))
     for be in backends.values():
