@@ -417,6 +417,13 @@ def converter_figures(size: dict, device: torch.device) -> dict:
             layer_t = median([timed(lambda: block(x, rope, None), device) for _ in range(3)])
             head_t = median([timed(lambda: head(x), device) for _ in range(3)])
         del block, head
+        # The sampler's other per-token vocabulary work: the top-512 posterior mean of E_n rows.
+        from dslbench.diffusion.sde import DEFAULT_TOPK, posterior_mean
+
+        table = torch.nn.functional.normalize(torch.randn(V, d, device=device), dim=-1)
+        logits = torch.randn(1, T, V, device=device) * 3.0
+        post_t = median([timed(lambda: posterior_mean(logits, table, DEFAULT_TOPK), device) for _ in range(3)])
+        del table, logits
     fwd_t = big["n_layers"] * layer_t + head_t
     out["timed_ms"] = {"converter": round(1e3 * conv_t, 2), "layer": round(1e3 * layer_t, 2),
                        "head": round(1e3 * head_t, 2), "forward_32_layers_plus_head": round(1e3 * fwd_t, 1)}
@@ -432,6 +439,12 @@ def converter_figures(size: dict, device: torch.device) -> dict:
             "share_flops": round(sparse_flops / (sparse_flops + fl["backbone"]), 5),
             "rel_error": {s: round(e, 4) for s, e in errs.items()},
         }
+    # share of one DSL network evaluation (converter + backbone), timed and in FLOPs (a matmul
+    # with E_n plus a few elementwise passes over V)
+    post_flops = 2 * V * d + 8 * V
+    out["posterior_top512"] = {"timed_ms": round(1e3 * post_t, 2),
+                               "share_timed": round(post_t / (conv_t + fwd_t), 5),
+                               "share_flops": round(post_flops / (conv_flops + fl["backbone"]), 5)}
     out["memory"] = {"converter": mib(pm_conv.peak), "layer_plus_head": mib(pm_layer.peak)}
     return out
 
@@ -645,6 +658,9 @@ def table(res: dict) -> str:
         e = t["rel_error"]
         lines.append(f"| top-{k} + uniform tail | {t['timed_ms']:.1f} | {100 * t['share_timed']:.2f}% | "
                      f"{100 * t['share_flops']:.3f}% | {' / '.join(f'{v:.4f}' for v in e.values())} |")
+    pm = c["posterior_top512"]
+    lines.append(f"| (sampler) top-512 posterior mean | {pm['timed_ms']:.1f} | {100 * pm['share_timed']:.2f}% | "
+                 f"{100 * pm['share_flops']:.3f}% | - |")
     lines.append(f"(one LLaDA-8B layer {c['timed_ms']['layer']:.1f} ms, head {c['timed_ms']['head']:.1f} ms, "
                  f"32 layers + head {c['timed_ms']['forward_32_layers_plus_head']:.0f} ms; peak MiB converter "
                  f"{c['memory']['converter']:.0f}, layer+head {c['memory']['layer_plus_head']:.0f})")

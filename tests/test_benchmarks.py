@@ -29,6 +29,7 @@ def test_benchmark_smoke(tmp_path):
         assert res[f"sampler_overhead_summarization.{backend}.b{res['sizes']['overhead_batch']}"] > 0
     assert res["sampler_summarization"]["prompt_len"] == res["sizes"]["summ_prompt_len"]
     assert 0 < res["converter"]["share_flops"] < 1 and "topk64" in res["converter"]
+    assert 0 < res["converter"]["posterior_top512"]["share_flops"] < 1
     assert res["e2e"]["samples"] > 0 and 0 <= res["e2e"]["warm"]["share_outside_backend"] <= 1
     assert res["adaptation"]["dsl_over_mdm"] > 0 and res["adaptation"]["softmask_over_mdm"] > 0
     assert {"train.mdm", "train.dsl", "train.softmask"} <= set(res["memory"])
