@@ -140,6 +140,36 @@ def test_convert_is_float32_inside_casts_out_and_trains_only_the_converter():
         dsl.convert(torch.zeros(1, 1, 5))
 
 
+def test_convert_and_its_gradients_equal_the_slot_softmax_formula():
+    """The converter never builds the V+1 slot probabilities (inference and training take
+    different shortcuts); both must give the value and every parameter's gradient of the plain
+    formula ``F.linear(softmax(beta z K^T + b), W, c)``."""
+    v, d, dm = 40, 6, 5
+    torch.manual_seed(3)
+    dsl = DSLModules(v, d, dm, beta_init=1.7)
+    with torch.no_grad():
+        dsl.converter.logit_bias.add_(torch.randn(v + 1))
+        dsl.converter.backbone_embedding.bias.copy_(torch.randn(dm))
+    z = torch.randn(3, 4, d) * 2
+    upstream = torch.randn(3, 4, dm)
+
+    def value_and_grads(fn):
+        dsl.zero_grad(set_to_none=True)
+        h = fn()
+        (h * upstream).sum().backward()
+        return h.detach(), [p.grad.clone() for p in dsl.trainable_parameters()]
+
+    conv = dsl.converter
+    oracle = value_and_grads(lambda: torch.nn.functional.linear(
+        dsl.slot_probs(z, beta_scale=2.0), conv.backbone_embedding.weight, conv.backbone_embedding.bias))
+    fast = value_and_grads(lambda: dsl.convert(z, beta_scale=2.0))
+    torch.testing.assert_close(fast[0], oracle[0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(fast[1], oracle[1]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(dsl.convert(z, beta_scale=2.0), oracle[0], rtol=1e-5, atol=1e-6)
+
+
 def test_training_snr_schedule_matches_its_parameters():
     batch, length = 40000, 8
     snr, is_roar = sample_training_snr(batch, length, torch.Generator().manual_seed(0), return_roar=True)

@@ -195,7 +195,13 @@ class DSLConverter(nn.Module):
         else:
             tok = torch.addmm(bias[:v], flat * scale, keys.T)  # token-slot logits [N, V]
         probs = torch.softmax(tok, dim=-1)
-        lse = tok.amax(dim=-1, keepdim=True) - torch.log(probs.amax(dim=-1, keepdim=True))
+        if tok.requires_grad:
+            # The same values read at the argmax: a gather's backward is one scatter, where an
+            # amax's is a compare, two casts, a sum and a product over the whole [N, V].
+            top = tok.detach().argmax(dim=-1, keepdim=True)
+            lse = tok.gather(-1, top) - torch.log(probs.gather(-1, top))
+        else:
+            lse = tok.amax(dim=-1, keepdim=True) - torch.log(probs.amax(dim=-1, keepdim=True))
         token_share = torch.sigmoid(lse - bias[v])  # [N, 1]
         h = token_share * (probs @ weight[:, :v].T) + (1 - token_share) * weight[:, v]
         h = h + self.backbone_embedding.bias.float()
