@@ -219,10 +219,10 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
     def wrap(den):
         inner = den.forward
 
-        def forward(inputs_embeds, attention_mask):
+        def forward(inputs_embeds, attention_mask, logits_from=0):
             sync(device)
             t0 = time.perf_counter()
-            logits = inner(inputs_embeds, attention_mask)
+            logits = inner(inputs_embeds, attention_mask, logits_from=logits_from)
             sync(device)
             t = time.perf_counter() - t0
             calls.append((t + pending[0], t))
@@ -245,7 +245,9 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
             den.convert = timed_convert
             den._untimed_convert = convert
 
-    def forward_once(be, b):
+    def forward_once(be, b, logits_from=P):
+        """One network evaluation timed on its own, asking for the logits the samplers read
+        (the generated positions); ``logits_from=0``: the head over the whole canvas."""
         den = be.denoiser
         canvas = torch.randint(16, den.vocab_size, (b, P + G), device=device)
         mask = torch.ones((b, P + G), dtype=torch.long, device=device)
@@ -256,10 +258,10 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
 
                 def network():
                     h = den._untimed_convert(z, 2.0).to(embeds.dtype)
-                    return den._untimed_forward(torch.cat([embeds[:, :P], h], dim=1), mask)
+                    return den._untimed_forward(torch.cat([embeds[:, :P], h], dim=1), mask, logits_from=logits_from)
             else:
                 def network():
-                    return den._untimed_forward(embeds, mask)
+                    return den._untimed_forward(embeds, mask, logits_from=logits_from)
             t = timed(network, device)
         den.nfe -= 1
         return t
@@ -290,11 +292,20 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
                 backbone_ms[(name, b)].append(f_backbone)
                 ratios[(name, b)].append(t / (n * f))
                 ratios_backbone[(name, b)].append(t / (n * f_backbone))
+    ob = size["overhead_batch"]
+    if not main:
+        # What skipping the output head on the prompt buys at this shape (a network-level saving:
+        # the overhead ratios above are relative to the cheaper forward).
+        mdm = backends["mdm_llada"]
+        pairs = [(forward_once(mdm, ob, 0), forward_once(mdm, ob, P)) for _ in range(4 * reps + 1)]
+        whole, generated = median([a for a, _ in pairs]), median([g for _, g in pairs])
+        out["head_on_generated_only"] = {"forward_ms_head_whole_canvas": round(1e3 * whole, 2),
+                                         "forward_ms_head_generated": round(1e3 * generated, 2),
+                                         "saving": round(1 - generated / whole, 4)}
     for be in backends.values():
         be.denoiser.forward = be.denoiser._untimed_forward
         if hasattr(be.denoiser, "_untimed_convert"):
             be.denoiser.convert = be.denoiser._untimed_convert
-    ob = size["overhead_batch"]
     if main:
         out["dsl_breakdown"] = dsl_breakdown(backends["dsl_llada"], size, device, median(backbone_ms[("dsl_llada", ob)]))
     else:
@@ -645,6 +656,13 @@ def table(res: dict) -> str:
         per = ", ".join(f"{n} {ss['overhead'][f'{n}.b{sb}']:.3f}" for n in BACKENDS)
         lines.append(f"summarization-shaped canvas (prompt {ss['prompt_len']} + gen {ss['gen_length']} tokens, batch {sb}): "
                      f"overhead {per} (dsl_llada vs backbone only {ss['overhead_vs_backbone'][f'dsl_llada.b{sb}']:.3f})")
+        h = ss.get("head_on_generated_only")
+        if h:
+            f8 = flops_forward_per_token(4096, 32, 12288, 126464, ss["prompt_len"] + ss["gen_length"])
+            skipped = ss["prompt_len"] * f8["head"] / ((ss["prompt_len"] + ss["gen_length"]) * f8["backbone"])
+            lines.append(f" output head on the generated positions only (the samplers' logits_from): forward "
+                         f"{h['forward_ms_head_whole_canvas']:.1f} -> {h['forward_ms_head_generated']:.1f} ms "
+                         f"({-100 * h['saving']:+.1f}%; at LLaDA-8B shapes {-100 * skipped:+.1f}% of a forward's FLOPs)")
     c = res["converter"]
     lines += [
         "",

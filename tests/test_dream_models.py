@@ -121,6 +121,23 @@ def test_logit_shift_at_the_seam(dream):
     assert den.nfe == 1
 
 
+def test_logits_from_on_the_shifted_seam_keeps_one_extra_output(dream):
+    """Dream's position i reads network output i-1: asking for positions 5.. runs the head on
+    outputs 4.. (transformers' ``logits_to_keep``) and gives the full seam's rows 5.."""
+    model, _, info = dream
+    den = ModelDenoiser(model, info.mask_id, info.eos_id, info.eos_ids, info.vocab_size, shift_logits=info.shift_logits)
+    ids = torch.randint(10, 700, (2, 9), generator=torch.Generator().manual_seed(3))
+    head_rows = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[1]))
+    with torch.no_grad():
+        full = den.forward(den.embed(ids), None)
+        tail = den.forward(den.embed(ids), None, logits_from=5)
+    hook.remove()
+    assert head_rows == [9, 5]
+    assert tail.shape[1] == 4
+    torch.testing.assert_close(tail, full[:, 5:], atol=1e-6, rtol=0)
+
+
 def test_wrong_weights_fail_loudly(tmp_path, dream_ckpt):
     from safetensors.torch import load_file, save_file
 

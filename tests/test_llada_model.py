@@ -169,6 +169,53 @@ def test_inputs_embeds_path_equals_input_ids_path():
         model(input_ids=ids, inputs_embeds=embeds)
 
 
+def test_logits_to_keep_runs_the_head_on_the_last_positions_only():
+    """``logits_to_keep=N`` (transformers' argument): the last N positions' logits, equal to the
+    full forward's, with the output head fed N rows per sequence; 0 keeps every position."""
+    model = _model(_config())
+    ids = torch.randint(0, VOCAB, (2, 9))
+    keep = torch.ones_like(ids)
+    keep[1, :2] = 0
+    head_rows = []
+    hook = model.model.transformer["ff_out"].register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[1]))
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=keep).logits
+        tail = model(input_ids=ids, attention_mask=keep, logits_to_keep=4).logits
+        everything = model(input_ids=ids, attention_mask=keep, logits_to_keep=0).logits
+    hook.remove()
+    assert head_rows == [9, 4, 9]
+    torch.testing.assert_close(tail, full[:, -4:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(everything, full, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="logits_to_keep=10"):
+        model(input_ids=ids, logits_to_keep=10)
+
+
+def test_seam_logits_from_equals_the_sliced_canvas_and_counts_one_call():
+    from dslbench.diffusion.denoiser import ModelDenoiser, logits_from
+
+    model = _model(_config())
+    den = ModelDenoiser(model, mask_id=VOCAB - 1, eos_id=1, eos_ids=(1,), vocab_size=VOCAB - 2)
+    ids = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        embeds = den.embed(ids)
+        full = den.forward(embeds, None)
+        tail = logits_from(den, embeds, None, 6)
+    assert full.shape == (2, 9, VOCAB - 2) and tail.shape == (2, 3, VOCAB - 2)
+    torch.testing.assert_close(tail, full[:, 6:], atol=1e-6, rtol=0)
+    assert den.nfe == 2
+
+    class PlainSeam:  # a seam whose forward knows nothing of logits_from: sliced, same values
+        nfe = 0
+
+        def forward(self, inputs_embeds, attention_mask):
+            return den.forward(inputs_embeds, attention_mask)
+
+    with torch.no_grad():
+        torch.testing.assert_close(logits_from(PlainSeam(), embeds, None, 6), full[:, 6:], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="logits_from=9"):
+        den.forward(embeds, None, logits_from=9)
+
+
 def test_scale_logits_input_emb_norm_and_weight_tying():
     ids = torch.randint(0, VOCAB, (1, 6))
     plain = _model(_config())

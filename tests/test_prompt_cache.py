@@ -101,6 +101,30 @@ def test_wrapper_serves_gen_rows_from_cache_and_full_shape():
     torch.testing.assert_close(second, first, rtol=1e-5, atol=1e-5)
 
 
+def test_wrapper_logits_from_skips_prompt_rows_and_refills_them_when_asked():
+    """Samplers ask for the generated rows (``logits_from=P``): the full call's head skips the
+    prompt and stores no prompt rows; a later whole-canvas call then runs in full again (it has
+    no prompt rows to serve) and is served from the cache after that."""
+    model = _model()
+    seam = PromptCachedDenoiser(_seam(model), prompt_len=12)
+    ids, mask = _left_padded()
+    canvas = torch.cat([ids, torch.full((3, 8), MASK)], 1)
+    full_mask = torch.cat([mask, torch.ones(3, 8, dtype=torch.long)], 1)
+    with torch.no_grad():
+        reference = _seam(model).forward(seam.embed(canvas), full_mask)
+        first = seam.forward(seam.embed(canvas), full_mask, logits_from=12)
+        cached = seam.forward(seam.embed(canvas), full_mask, logits_from=15)
+        whole = seam.forward(seam.embed(canvas), full_mask)
+        whole_cached = seam.forward(seam.embed(canvas), full_mask, logits_from=4)
+    assert first.shape == (3, 8, VOCAB) and cached.shape == (3, 5, VOCAB) and whole_cached.shape == (3, 16, VOCAB)
+    assert (seam.full_calls, seam.cached_calls) == (2, 2)
+    torch.testing.assert_close(first, reference[:, 12:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached, reference[:, 15:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(whole, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(whole_cached, reference[:, 4:], rtol=1e-5, atol=1e-5)
+    assert seam.nfe == 4
+
+
 # --------------------------------------------------------------------------- (b) NFE
 def test_nfe_counted_once_per_call_on_the_shared_counter():
     model = _model()

@@ -132,6 +132,24 @@ def test_blend_equals_hand_computation(k):
     assert out[0, 0].tolist() == E[0] and out[0, 1].tolist() == E[2] and out[0, 3].tolist() == E[MASK]
 
 
+def test_blend_reads_logits_of_the_last_positions_only():
+    """The sampler keeps the logits of the generated span only: ``prev_logits`` covering the last
+    T' positions gives the same blend as the whole canvas's; a masked position before them is an
+    error, not a wrapped-around index."""
+    den = TableDenoiser(E, MASK)
+    params = SoftMaskParams(0.7, -1.2, 2.5)
+    canvas = torch.tensor([[0, 2, MASK, 1, MASK], [3, MASK, MASK, MASK, 0]])
+    prev = torch.randn(2, 5, 5, generator=torch.Generator().manual_seed(4))
+    is_masked = canvas == MASK
+    is_masked[:, :1] = False
+    whole = blend_inputs(den, canvas, prev, is_masked, params, k=2)
+    torch.testing.assert_close(blend_inputs(den, canvas, prev[:, 1:], is_masked, params, k=2), whole, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="before the 3 positions"):
+        blend_inputs(den, canvas, prev[:, 2:], is_masked, params, k=2)
+    with pytest.raises(ValueError, match="prev_logits has shape"):
+        blend_inputs(den, canvas, prev[:1], is_masked, params, k=2)
+
+
 def test_blend_is_vectorised_over_rows_and_differentiable_in_params():
     den = TableDenoiser(E, MASK)
     params = SoftMaskParams(0.5, -1.0, 2.0)

@@ -3,10 +3,15 @@
 A sampler sees only this interface. Every ``forward`` call is one network function evaluation
 (NFE) for every row of the batch, and is counted here, at the seam, so that reported budgets are
 measured rather than assumed.
+
+Samplers read the logits of the generated positions only; :func:`logits_from` asks a seam whose
+``forward`` takes ``logits_from`` for those alone, so the output head (a ~126k-wide matmul per
+position at LLaDA-8B size) skips the prompt, and slices the whole-canvas logits of any other seam.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -46,13 +51,26 @@ class ModelDenoiser:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, logits_from: int = 0
+    ) -> torch.Tensor:
+        """Logits ``[B, L - logits_from, V]`` of positions ``logits_from..L-1``, position i
+        predicting token i. Models with ``supports_logits_to_keep`` run their head on those
+        positions only (one more for a shifted model, whose position i reads output i-1)."""
         self.nfe += 1
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        length = inputs_embeds.shape[1]
+        if not 0 <= logits_from < length:
+            raise ValueError(f"logits_from={logits_from} must lie in [0, {length}) for a canvas of {length} positions")
+        wanted = length - logits_from + (1 if self.shift_logits and logits_from else 0)
+        kwargs = {"logits_to_keep": wanted} if logits_from and getattr(self.model, "supports_logits_to_keep", False) else {}
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
         logits = out.logits if hasattr(out, "logits") else out
-        logits = logits[..., : self.vocab_size]
+        logits = logits[:, logits.shape[1] - wanted :, : self.vocab_size]
         if self.shift_logits:
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            if logits_from:
+                logits = logits[:, :-1]
+            else:  # position 0 has no predecessor: it keeps its own output
+                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         for hook in self.on_forward:
             hook(logits)
         return logits
@@ -60,3 +78,13 @@ class ModelDenoiser:
     def reset_count(self) -> int:
         n, self.nfe = self.nfe, 0
         return n
+
+
+def logits_from(denoiser, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, start: int) -> torch.Tensor:
+    """One counted call's logits for positions ``start..L-1`` (``[B, L - start, V]``): asked of
+    the seam when its ``forward`` takes ``logits_from``, sliced from the whole canvas otherwise
+    (the signature, not an attribute, decides: a delegating wrapper must not inherit the claim)."""
+    if start and "logits_from" in inspect.signature(denoiser.forward).parameters:
+        return denoiser.forward(inputs_embeds, attention_mask, logits_from=start)
+    logits = denoiser.forward(inputs_embeds, attention_mask)
+    return logits[:, start:] if start else logits

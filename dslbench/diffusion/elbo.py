@@ -56,7 +56,7 @@ def mc_loglikelihood(
             is_masked = random_masks(counts, target_len, generator=generator)
             noisy = clean.clone()
             noisy[:, prefix_len:] = noisy[:, prefix_len:].masked_fill(is_masked, denoiser.mask_id)
-            logits = guided_logits(denoiser, noisy, None, prefix_len, cfg_scale)[:, prefix_len:]
+            logits = guided_logits(denoiser, noisy, None, prefix_len, cfg_scale, start=prefix_len)
             nll = F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]),
                 target.repeat(batch_size),

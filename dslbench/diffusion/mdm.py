@@ -39,7 +39,7 @@ from typing import Callable
 
 import torch
 
-from dslbench.diffusion.denoiser import Denoiser
+from dslbench.diffusion.denoiser import Denoiser, logits_from
 from dslbench.diffusion.remdm import RemdmConfig, block_schedule, choose_remask, remask_probability
 
 REMASKING_RULES = ("low_confidence", "random")
@@ -95,19 +95,21 @@ def guided_logits(
     prompt_len: int,
     cfg_scale: float,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    start: int = 0,
 ) -> torch.Tensor:
-    """Logits for ``canvas`` ``[B, L]``; with ``cfg_scale > 0`` guided by a prompt-masked copy.
+    """Logits for positions ``start..L-1`` of ``canvas`` ``[B, L]``; with ``cfg_scale > 0``
+    guided by a prompt-masked copy.
 
     The unconditional copy is a separate ``forward`` call (not a doubled batch) so the seam's
     counter shows the real cost: CFG doubles the NFE. ``embed`` turns ids into the network's
     inputs (default ``denoiser.embed``).
     """
     embed = denoiser.embed if embed is None else embed
-    logits = denoiser.forward(embed(canvas), attention_mask)
+    logits = logits_from(denoiser, embed(canvas), attention_mask, start)
     if cfg_scale > 0:
         unconditional = canvas.clone()
         unconditional[:, :prompt_len] = denoiser.mask_id
-        un_logits = denoiser.forward(embed(unconditional), attention_mask)
+        un_logits = logits_from(denoiser, embed(unconditional), attention_mask, start)
         logits = un_logits + (cfg_scale + 1) * (logits - un_logits)
     return logits
 
@@ -138,10 +140,11 @@ def mdm_generate(
 
     ``input_embeds_fn(canvas_ids, prev_logits, is_masked) -> embeds`` (soft-masking's hook)
     replaces ``denoiser.embed`` for the network inputs: ``canvas_ids`` ``[B, T]`` is the canvas
-    (or its prompt-masked CFG copy), ``prev_logits`` ``[B, T, V]`` the previous step's (guided)
-    logits over the whole canvas, None at the first step, and ``is_masked`` ``[B, T]`` the
-    still-masked positions of the generated span (prompt positions are never marked). Without
-    it the sampler behaves exactly as before.
+    (or its prompt-masked CFG copy), ``prev_logits`` ``[B, gen_length, V]`` the previous step's
+    (guided) logits of the generated span (the last ``gen_length`` canvas positions; the prompt's
+    are never computed), None at the first step, and ``is_masked`` ``[B, T]`` the still-masked
+    positions of the generated span (prompt positions are never marked). Without it the sampler
+    behaves exactly as before.
     """
     block_length = gen_length if block_length is None else block_length
     num_blocks, steps_per_block = _check_budget(gen_length, steps, block_length)
@@ -161,7 +164,7 @@ def mdm_generate(
     eos_ids = torch.tensor(tuple(denoiser.eos_ids), dtype=torch.long, device=device)
 
     nfe_before = denoiser.nfe
-    prev_logits = None  # previous step's logits over the canvas, kept only for input_embeds_fn
+    prev_logits = None  # previous step's logits of the generated span, kept only for input_embeds_fn
     with torch.no_grad():
         for block in range(num_blocks):
             lo = prompt_len + block * block_length
@@ -182,10 +185,10 @@ def mdm_generate(
                     is_masked = canvas == mask_id
                     is_masked[:, :prompt_len] = False
                     embed = functools.partial(_embed_with, input_embeds_fn, prev_logits, is_masked)
-                full_logits = guided_logits(denoiser, canvas, attention_mask, prompt_len, cfg_scale, embed)
+                span_logits = guided_logits(denoiser, canvas, attention_mask, prompt_len, cfg_scale, embed, prompt_len)
                 if input_embeds_fn is not None:
-                    prev_logits = full_logits
-                logits = full_logits[:, lo:hi]
+                    prev_logits = span_logits
+                logits = span_logits[:, lo - prompt_len : hi - prompt_len]
                 x0, x0_prob, confidence = _propose(
                     logits,
                     temperature=temperature,

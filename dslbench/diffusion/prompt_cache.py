@@ -15,9 +15,9 @@ canvas, and each call, full or cached, counts exactly one NFE on the wrapped sea
 Cache entries are keyed by the prompt's input embeddings and attention mask, so a call whose
 prompt differs (CFG's prompt-masked unconditional copy) gets its own entry instead of the
 conditional prompt's keys / values; a prompt that changes under the cache can never be served
-stale keys of another prompt. Returned logits have the full canvas shape; prompt rows come from
-the entry's last full call (samplers only read generated rows). Use one wrapper per generation
-batch (the backends do).
+stale keys of another prompt. Returned logits cover positions ``logits_from..`` (the whole
+canvas by default; samplers ask for the generated rows only); prompt rows, when asked for, come
+from the entry's last full call. Use one wrapper per generation batch (the backends do).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class _Entry:
     prompt: torch.Tensor  # inputs_embeds[:, :P] at caching time (the key)
     mask: torch.Tensor | None  # attention mask at caching time (part of the key)
     kv: object  # the model's prefix keys / values (dslbench.models.llada.PrefixKV)
-    prompt_logits: torch.Tensor  # [B, P, V] of the last full call
+    prompt_logits: torch.Tensor | None  # [B, P, V] of the last full call, None when it skipped them
     calls: int = 0  # calls served by this entry, full and cached
 
 
@@ -86,25 +86,35 @@ class PromptCachedDenoiser:
         """Forget every cached prompt (a new generation batch)."""
         self._entries.clear()
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        P = self.prompt_len
-        if inputs_embeds.shape[1] <= P:
-            raise ValueError(f"prompt cache: canvas of {inputs_embeds.shape[1]} positions has no room after a {P}-token prompt")
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, logits_from: int = 0
+    ) -> torch.Tensor:
+        P, length = self.prompt_len, inputs_embeds.shape[1]
+        if length <= P:
+            raise ValueError(f"prompt cache: canvas of {length} positions has no room after a {P}-token prompt")
+        if not 0 <= logits_from < length:
+            raise ValueError(f"logits_from={logits_from} must lie in [0, {length}) for a canvas of {length} positions")
         self.inner.nfe += 1  # one network evaluation, full or cached
         prompt = inputs_embeds[:, :P]
         entry = self._lookup(prompt, attention_mask)
-        model = self.inner.model
-        if entry is None or (self.refresh_every and entry.calls % self.refresh_every == 0):
-            out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, keep_prefix=P)
-            logits = out.logits[..., : self.inner.vocab_size]
+        model, vocab = self.inner.model, self.inner.vocab_size
+        wants_prompt_rows = logits_from < P
+        stale = entry is not None and self.refresh_every and entry.calls % self.refresh_every == 0
+        if entry is None or stale or (wants_prompt_rows and entry.prompt_logits is None):
+            out = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, keep_prefix=P,
+                        logits_to_keep=length - logits_from if logits_from else 0)
+            logits = out.logits[..., :vocab]
             if entry is None:
                 entry = _Entry(prompt.detach().clone(), None if attention_mask is None else attention_mask.clone(), None, None)
                 self._entries = (self._entries + [entry])[-MAX_ENTRIES:]
-            entry.kv, entry.prompt_logits = out.prefix_kv, logits[:, :P]
+            entry.kv, entry.prompt_logits = out.prefix_kv, (logits[:, :P] if logits_from == 0 else None)
             self.full_calls += 1
         else:
-            out = model(inputs_embeds=inputs_embeds[:, P:], attention_mask=attention_mask, prefix_kv=entry.kv)
-            logits = torch.cat([entry.prompt_logits, out.logits[..., : self.inner.vocab_size]], dim=1)
+            out = model(inputs_embeds=inputs_embeds[:, P:], attention_mask=attention_mask, prefix_kv=entry.kv,
+                        logits_to_keep=length - logits_from if logits_from > P else 0)
+            logits = out.logits[..., :vocab]
+            if wants_prompt_rows:
+                logits = torch.cat([entry.prompt_logits[:, logits_from:], logits], dim=1)
             self.cached_calls += 1
         entry.calls += 1
         for hook in getattr(self.inner, "on_forward", ()):

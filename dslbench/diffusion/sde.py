@@ -62,6 +62,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dslbench.diffusion.denoiser import logits_from
+
 SAMPLERS = ("sde", "euler", "ode")
 ACCOUNTINGS = ("strict", "published")
 ONE_CALL_STEPS = ("exponential", "plain")
@@ -338,8 +340,7 @@ def dsl_generate(
         def evaluate(y: torch.Tensor, s: float, mean: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
             z = (s * y).to(torch.float32)
             h = denoiser.convert(z, beta_scale).to(prompt_embeds.dtype)
-            logits = denoiser.forward(torch.cat([prompt_embeds, h], dim=1), attention_mask)
-            logits = logits[:, prompt_len:].float()
+            logits = logits_from(denoiser, torch.cat([prompt_embeds, h], dim=1), attention_mask, prompt_len).float()
             if not mean:  # the final pass only needs its logits
                 return None, logits
             return posterior_mean(logits, emb, topk).to(torch.float64), logits

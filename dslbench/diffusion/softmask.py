@@ -164,9 +164,11 @@ def blend_inputs(
 ) -> torch.Tensor:
     """Input embeddings ``[B, T, D]`` for ``canvas_ids`` ``[B, T]`` with soft-masked positions.
 
-    ``prev_logits`` ``[B, T, V]`` is the previous step's prediction (None on the first step: the
-    plain embeddings are returned); ``is_masked`` ``[B, T]`` marks the positions to blend (the
-    still-masked generated positions). Every other position gets ``denoiser.embed`` of its id.
+    ``prev_logits`` ``[B, T', V]`` is the previous step's prediction for the last ``T' <= T``
+    positions (the whole canvas, or the generated span the sampler reads; None on the first step:
+    the plain embeddings are returned); ``is_masked`` ``[B, T]`` marks the positions to blend (the
+    still-masked generated positions, all within those T'). Every other position gets
+    ``denoiser.embed`` of its id.
     The blend is computed in float32 on the masked positions only and cast to the embedding
     dtype; it stays differentiable in ``params`` (and in the embedding table) for training.
     """
@@ -175,14 +177,19 @@ def blend_inputs(
     embeds = denoiser.embed(canvas_ids)
     if prev_logits is None:
         return embeds
-    if prev_logits.shape[:2] != canvas_ids.shape:
+    rows, length = canvas_ids.shape
+    if prev_logits.dim() != 3 or prev_logits.shape[0] != rows or not 1 <= prev_logits.shape[1] <= length:
         raise ValueError(
-            f"prev_logits has shape {tuple(prev_logits.shape)}, expected [{canvas_ids.shape[0]}, {canvas_ids.shape[1]}, V]"
+            f"prev_logits has shape {tuple(prev_logits.shape)}, expected [{rows}, T', V] "
+            f"covering the last T' <= {length} canvas positions"
         )
+    offset = length - prev_logits.shape[1]  # canvas position of prev_logits' first row
+    if offset and bool(is_masked[:, :offset].any()):
+        raise ValueError(f"a masked position lies before the {prev_logits.shape[1]} positions prev_logits covers")
     where = is_masked.to(torch.bool).nonzero(as_tuple=True)
     if where[0].numel() == 0:
         return embeds
-    logits = prev_logits[where].to(torch.float32)  # [N, V]
+    logits = prev_logits[where[0], where[1] - offset].to(torch.float32)  # [N, V]
     lam = params.lam(entropy_from_logits(logits).to(params.raw_scale.device)).to(logits.device)  # [N]
     top_logits, top_ids = logits.topk(k, dim=-1)  # [N, k]
     weights = torch.softmax(top_logits, dim=-1)

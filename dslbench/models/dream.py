@@ -86,6 +86,8 @@ class DreamForMaskedDiffusion(_Qwen2ForCausalLM):
     token) and returns the unshifted logits (position i-1 predicts token i).
     """
 
+    supports_logits_to_keep = True  # transformers' forward(logits_to_keep=N): the head on the last N only
+
     def __init__(self, config) -> None:
         config.is_causal = False
         super().__init__(config)

@@ -198,16 +198,23 @@ class LLaDATransformer(nn.Module):
         attention_mask: torch.Tensor | None,
         prefix_kv: PrefixKV | None = None,
         keep_prefix: int = 0,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, PrefixKV]:
         """Logits of ``inputs_embeds``' positions.
 
         ``prefix_kv``: the inputs are positions P.. of a canvas whose first P positions are cached
         (``attention_mask`` then covers all P + T positions, so padded prefix keys stay hidden).
         ``keep_prefix`` = P > 0: also return the per-layer keys / values of the first P positions.
+        ``logits_to_keep`` = N > 0: logits of the last N input positions only (the final norm and
+        the output head skip the others; transformers' argument of the same name and meaning).
         """
         cfg = self.config
         if prefix_kv is not None and keep_prefix:
             raise ValueError("pass prefix_kv or keep_prefix, not both")
+        if not 0 <= logits_to_keep <= inputs_embeds.shape[1]:
+            raise ValueError(
+                f"logits_to_keep={logits_to_keep} must lie in [0, {inputs_embeds.shape[1]}] (0 keeps every position)"
+            )
         x = inputs_embeds
         if cfg.input_emb_norm:
             x = x * math.sqrt(cfg.d_model)
@@ -222,6 +229,8 @@ class LLaDATransformer(nn.Module):
         for i, block in enumerate(self.transformer["blocks"]):
             past = prefix_kv.layers[i] if prefix_kv is not None else None
             x = block(x, rope, key_mask, past, kv_out, keep_prefix)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         x = self.transformer["ln_f"](x)
         if cfg.weight_tying:
             logits = F.linear(x, self.transformer["wte"].weight)
@@ -259,6 +268,7 @@ class LLaDAModelLM(PreTrainedModel):
     _no_split_modules = ["LLaDABlock"]
     _supports_sdpa = True
     supports_prefix_cache = True  # forward(prefix_kv=, keep_prefix=): see dslbench.diffusion.prompt_cache
+    supports_logits_to_keep = True  # forward(logits_to_keep=N): the head runs on the last N positions only
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -306,6 +316,7 @@ class LLaDAModelLM(PreTrainedModel):
         return_dict: bool | None = None,
         prefix_kv: PrefixKV | None = None,
         keep_prefix: int = 0,
+        logits_to_keep: int = 0,
         **ignored,
     ) -> CausalLMOutput | LLaDAOutput:
         """Logits [B, T, padded_vocab] for every position. ``attention_mask`` [B, T]: 1 = real token.
@@ -313,6 +324,7 @@ class LLaDAModelLM(PreTrainedModel):
         Prefix cache (off unless asked): ``keep_prefix=P`` returns an :class:`LLaDAOutput` whose
         ``prefix_kv`` holds the keys / values of the first P positions; ``prefix_kv=`` runs the given
         positions after that cached prefix (``attention_mask`` [B, P + T]: prefix and inputs).
+        ``logits_to_keep=N`` > 0: logits of the last N positions only (as in transformers).
         Extra keyword arguments (``labels``, ``use_cache`` ... passed by generic callers) are ignored.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -323,8 +335,9 @@ class LLaDAModelLM(PreTrainedModel):
         else:
             inputs_embeds = inputs_embeds.to(wte.weight.dtype)
         if prefix_kv is None and not keep_prefix:
-            return CausalLMOutput(logits=self.model(inputs_embeds, attention_mask))
-        out = self.model(inputs_embeds, attention_mask, prefix_kv=prefix_kv, keep_prefix=keep_prefix)
+            return CausalLMOutput(logits=self.model(inputs_embeds, attention_mask, logits_to_keep=logits_to_keep))
+        out = self.model(inputs_embeds, attention_mask, prefix_kv=prefix_kv, keep_prefix=keep_prefix,
+                         logits_to_keep=logits_to_keep)
         if keep_prefix:
             return LLaDAOutput(logits=out[0], prefix_kv=out[1])
         return LLaDAOutput(logits=out)
