@@ -87,12 +87,17 @@ def test_padded_prefix_keys_stay_masked():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
 
 
-def test_wrapper_serves_gen_rows_from_cache_and_full_shape():
-    model = _model()
-    seam = PromptCachedDenoiser(_seam(model), prompt_len=12)
+def _cached_canvas(model):
+    """A prompt-cache seam over ``model`` for 12-token left-padded prompts, and a canvas of those
+    prompts + 8 masked positions with its attention mask."""
     ids, mask = _left_padded()
     canvas = torch.cat([ids, torch.full((3, 8), MASK)], 1)
     full_mask = torch.cat([mask, torch.ones(3, 8, dtype=torch.long)], 1)
+    return PromptCachedDenoiser(_seam(model), prompt_len=ids.shape[1]), canvas, full_mask
+
+
+def test_wrapper_serves_gen_rows_from_cache_and_full_shape():
+    seam, canvas, full_mask = _cached_canvas(_model())
     with torch.no_grad():
         first = seam.forward(seam.embed(canvas), full_mask)
         second = seam.forward(seam.embed(canvas), full_mask)
@@ -106,10 +111,7 @@ def test_wrapper_logits_from_skips_prompt_rows_and_refills_them_when_asked():
     prompt and stores no prompt rows; a later whole-canvas call then runs in full again (it has
     no prompt rows to serve) and is served from the cache after that."""
     model = _model()
-    seam = PromptCachedDenoiser(_seam(model), prompt_len=12)
-    ids, mask = _left_padded()
-    canvas = torch.cat([ids, torch.full((3, 8), MASK)], 1)
-    full_mask = torch.cat([mask, torch.ones(3, 8, dtype=torch.long)], 1)
+    seam, canvas, full_mask = _cached_canvas(model)
     with torch.no_grad():
         reference = _seam(model).forward(seam.embed(canvas), full_mask)
         first = seam.forward(seam.embed(canvas), full_mask, logits_from=12)

@@ -334,10 +334,8 @@ class LLaDAModelLM(PreTrainedModel):
             inputs_embeds = wte(input_ids)
         else:
             inputs_embeds = inputs_embeds.to(wte.weight.dtype)
-        if prefix_kv is None and not keep_prefix:
-            return CausalLMOutput(logits=self.model(inputs_embeds, attention_mask, logits_to_keep=logits_to_keep))
         out = self.model(inputs_embeds, attention_mask, prefix_kv=prefix_kv, keep_prefix=keep_prefix,
                          logits_to_keep=logits_to_keep)
         if keep_prefix:
             return LLaDAOutput(logits=out[0], prefix_kv=out[1])
-        return LLaDAOutput(logits=out)
+        return CausalLMOutput(logits=out) if prefix_kv is None else LLaDAOutput(logits=out)
