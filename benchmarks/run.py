@@ -9,9 +9,9 @@ numerator and the denominator of a ratio alike.
 Figures (JSON keys under ``results/bench/<mode>.json``):
 
 - ``sampler_overhead.<backend>.b<B>``: wall time of one generation through the backend's own
-  ``_generate_batch`` (padding, sampler, decoding) / (measured NFE x time of one network
-  evaluation at the same batch and canvas length; for DSL the converter + the backbone).
-  1.0 = nothing but network forwards. ``sampler.overhead_vs_backbone`` leaves the DSL converter
+  ``_generate_batch`` (padding, sampler, decoding) / (measured NFE x mean time of one network
+  evaluation in that same generation; for DSL the converter + the backbone), i.e. wall time /
+  the time spent inside network evaluations. 1.0 = nothing but network forwards. ``sampler.overhead_vs_backbone`` leaves the DSL converter
   out of the denominator.
 - ``converter``: the DSL converter's share of one forward at the published LLaDA-8B shapes
   (V = 126,464, d = 100, D = 4096, 32 layers), timed on CPU on a few tokens (the converter
@@ -189,10 +189,12 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
     tokens, as a source document, + the same generation length) at the overhead batch only.
 
     The denominator's forward time is measured *inside* the same generation: the seam's
-    ``forward`` is wrapped with a timer, and the median of the generation's own NFE calls (same
-    batch, same canvas length) is taken. On a shared machine this cancels the load that a
-    separately timed forward would see differently. ``forward_ms_standalone`` is the same
-    forward timed on its own, for reference.
+    ``forward`` is wrapped with a timer, and the mean of the generation's own NFE calls (same
+    batch, same canvas length) is taken, so the ratio is the generation's wall time over the
+    time it spent inside network evaluations: ratio - 1 is exactly the share of time spent
+    elsewhere. (A median would charge a slow network call, e.g. one hit by load from another
+    process, to the sampler.) ``forward_ms_standalone`` is the same forward timed on its own,
+    for reference.
 
     One DSL network evaluation is the converter (a learned layer of the DSL checkpoint, the
     input map from noisy latents to backbone embeddings) followed by the backbone, so for
@@ -276,7 +278,7 @@ def sampler_figures(backends: dict, size: dict, device: torch.device, shape: str
         n = be.denoiser.nfe - before
         nfes[(name, b)] = n
         assert len(calls) == n
-        return t, median([c[0] for c in calls]), median([c[1] for c in calls]), n
+        return t, statistics.fmean(c[0] for c in calls), statistics.fmean(c[1] for c in calls), n
 
     for be in backends.values():
         wrap(be.denoiser)
@@ -347,7 +349,8 @@ def dsl_breakdown(be, size: dict, device: torch.device, forward_s: float) -> dic
         z = torch.randn(b, G, emb.shape[1], device=device) * 3.0
         logits = torch.randn(b, G, den.vocab_size, device=device) * 3.0
         conv = median([timed(lambda: den.convert(z, 2.0), device) for _ in range(5)])
-        post = median([timed(lambda: posterior_mean(logits, emb, DEFAULT_TOPK), device) for _ in range(5)])
+        buffers: dict = {}  # reused across calls, as the sampler does within a generation
+        post = median([timed(lambda: posterior_mean(logits, emb, DEFAULT_TOPK, buffers), device) for _ in range(5)])
         dense = median([timed(lambda: posterior_mean(logits, emb, None), device) for _ in range(5)])
     return {"converter_over_backbone": round(conv / forward_s, 4),
             "posterior_top512_over_backbone": round(post / forward_s, 4),
@@ -445,7 +448,8 @@ def converter_figures(size: dict, device: torch.device) -> dict:
 
         table = torch.nn.functional.normalize(torch.randn(V, d, device=device), dim=-1)
         logits = torch.randn(1, T, V, device=device) * 3.0
-        post_t = median([timed(lambda: posterior_mean(logits, table, DEFAULT_TOPK), device) for _ in range(3)])
+        buffers: dict = {}
+        post_t = median([timed(lambda: posterior_mean(logits, table, DEFAULT_TOPK, buffers), device) for _ in range(3)])
         del table, logits
     fwd_t = big["n_layers"] * layer_t + head_t
     out["timed_ms"] = {"converter": round(1e3 * conv_t, 2), "layer": round(1e3 * layer_t, 2),

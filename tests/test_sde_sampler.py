@@ -184,6 +184,37 @@ def test_posterior_mean_keeps_every_token_tied_at_the_kth_logit():
     torch.testing.assert_close(posterior_mean(logits, emb, 2), torch.cat([w, torch.zeros(1)])[None])
 
 
+def test_posterior_mean_reuses_its_buffers_and_gives_the_same_values():
+    emb = torch.nn.functional.normalize(torch.randn(50, 4), dim=-1)
+    buffers: dict = {}
+
+    def check(shape):
+        logits = torch.randn(*shape) * 3
+        before = logits.clone()
+        got = posterior_mean(logits, emb, 7, buffers)
+        assert torch.equal(got, posterior_mean(logits, emb, 7))  # bit-identical to the fresh path
+        assert torch.equal(logits, before)  # the caller's logits are read, never overwritten
+        p = torch.softmax(logits, -1)
+        v, i = p.topk(7, -1)
+        torch.testing.assert_close(got, ((v / v.sum(-1, keepdim=True))[..., None] * emb[i]).sum(-2))
+        return {k: (b.data_ptr(), tuple(b.shape)) for k, b in buffers.items()}
+
+    first = check((2, 3, 50))
+    assert set(first) == {"keep", "weights"}
+    assert check((2, 3, 50)) == first  # same shape: the same memory
+    other = check((1, 5, 40))  # a new shape (and width) gets buffers of that shape
+    assert {k: shape for k, (_, shape) in other.items()} == {"keep": (1, 5, 40), "weights": (1, 5, 40)}
+
+
+def test_kth_largest_with_a_work_buffer_matches_sorting():
+    x = torch.randn(3, 5, 8)
+    work = torch.empty(3, 5, 8)
+    for k in (1, 4, 8):
+        assert torch.equal(kth_largest(x, k, work), x.sort(dim=-1, descending=True).values[..., k - 1 : k])
+    t = x.transpose(0, 1)  # non-contiguous scores into a contiguous work buffer
+    assert torch.equal(kth_largest(t, 3, torch.empty(5, 3, 8)), t.sort(dim=-1, descending=True).values[..., 2:3])
+
+
 @pytest.mark.parametrize("k", [1, 3, 7, 8])
 def test_kth_largest_matches_sorting(k):
     x = torch.randn(3, 5, 8)

@@ -230,29 +230,57 @@ class SDEStepTrace:
     probs: torch.Tensor | None = None  # softmax probability of ``tokens`` at that evaluation
 
 
-def kth_largest(scores: torch.Tensor, k: int) -> torch.Tensor:
+def scratch(buffers: dict[str, torch.Tensor] | None, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A buffer shaped like ``like`` for one role (``name``), kept in ``buffers`` across calls.
+
+    The vocabulary-wide temporaries of :func:`posterior_mean` are megabytes per evaluation;
+    fresh ones at every evaluation cost allocation and page faults. ``buffers=None``: a new one.
+    """
+    if buffers is None:
+        return torch.empty_like(like, memory_format=torch.contiguous_format)
+    buf = buffers.get(name)
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or buf.device != like.device:
+        buf = buffers[name] = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    return buf
+
+
+def kth_largest(scores: torch.Tensor, k: int, work: torch.Tensor | None = None) -> torch.Tensor:
     """The ``k``-th largest value along the last dim, ``[..., 1]`` (1 <= k <= width).
 
     On CPU numpy's introselect finds it about 5x faster than ``torch.topk`` (which keeps indices
     and a heap per row); elsewhere ``topk`` is a single fast kernel and its minimum is the value.
+    ``work`` (CPU: a contiguous tensor of the scores' shape, float32 or the scores' dtype) takes
+    the copy that the selection reorders, instead of a fresh array; its contents are overwritten.
     """
     width = scores.shape[-1]
     if scores.device.type == "cpu":
         values = scores.detach()
         if values.dtype == torch.bfloat16:  # numpy has no bfloat16; widening is exact
             values = values.float()
-        kth = np.partition(values.contiguous().numpy(), width - k, axis=-1)[..., width - k : width - k + 1]
-        return torch.from_numpy(kth).to(scores.dtype)
+        if work is None:
+            part = np.partition(values.contiguous().numpy(), width - k, axis=-1)
+        else:
+            part = work.numpy()
+            np.copyto(part, values.numpy())
+            part.partition(width - k, axis=-1)
+        return torch.from_numpy(part[..., width - k : width - k + 1].copy()).to(scores.dtype)
     return scores.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
 
 
-def posterior_mean(logits: torch.Tensor, noise_embedding: torch.Tensor, topk: int | None) -> torch.Tensor:
+def posterior_mean(
+    logits: torch.Tensor,
+    noise_embedding: torch.Tensor,
+    topk: int | None,
+    buffers: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``sum_j p_j E_n[j]`` over the ``topk`` most probable tokens, ``p = softmax(logits)``
     renormalised over them (float32, ``[..., d]``).
 
     ``logits`` ``[..., V']`` with V' <= rows of ``noise_embedding``; ``topk=None`` or >= V' uses all.
     Tokens tied with the ``topk``-th logit are all kept (a deterministic rule where ``topk`` with
     ties would pick arbitrarily; ties of distinct tokens do not occur with real logits).
+    ``buffers``: a dict the caller keeps across evaluations of one shape, where the
+    vocabulary-wide temporaries are reused (the values are the same with or without it).
     """
     emb = noise_embedding.to(device=logits.device, dtype=torch.float32)
     width = logits.shape[-1]
@@ -268,12 +296,15 @@ def posterior_mean(logits: torch.Tensor, noise_embedding: torch.Tensor, topk: in
         # probabilities) and applied as a dense 0/1 factor (masked_fill with a boolean mask is
         # several times slower on CPU): gathering k rows of E_n per position would cost far
         # more memory traffic than one dense [.., V'] x [V', d] matmul.
-        keep = torch.sub(x, kth_largest(x, topk)).ge_(0.0)
+        # The selection's reordered copy is done with once the threshold is read, so the same
+        # buffer then holds the 0/1 factor.
+        work = scratch(buffers, "keep", x)
+        keep = torch.ge(x, kth_largest(x, topk, work if x.device.type == "cpu" else None), out=work)
     # Unnormalised weights exp(l - max), normalised once after the matmul on the d-wide result:
     # the same value as a softmax followed by renormalisation over the kept set, for one division
     # over d instead of two over V'.
     top = x.amax(dim=-1, keepdim=True)
-    weights = (x.sub_(top) if own else torch.sub(x, top)).exp_()
+    weights = (x.sub_(top) if own else torch.sub(x, top, out=scratch(buffers, "weights", x))).exp_()
     if keep is not None:
         weights.mul_(keep)
     return (weights @ emb[:width]) / weights.sum(dim=-1, keepdim=True)
@@ -334,6 +365,10 @@ def dsl_generate(
         gen_device = generator.device if generator is not None else device
         return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float64).to(device)
 
+    # The posterior mean's vocabulary-wide temporaries, reused by every evaluation on CPU (where
+    # fresh multi-MB buffers cost page faults each time); a GPU's caching allocator already
+    # reuses the memory, and there holding them through every forward would raise the peak.
+    buffers: dict[str, torch.Tensor] | None = {} if device.type == "cpu" else None
     with torch.no_grad():
         prompt_embeds = denoiser.embed(prompt_ids.long())
 
@@ -343,7 +378,7 @@ def dsl_generate(
             logits = logits_from(denoiser, torch.cat([prompt_embeds, h], dim=1), attention_mask, prompt_len).float()
             if not mean:  # the final pass only needs its logits
                 return None, logits
-            return posterior_mean(logits, emb, topk).to(torch.float64), logits
+            return posterior_mean(logits, emb, topk, buffers).to(torch.float64), logits
 
         y = F.normalize(noise((batch, gen_length, dim)), dim=-1)
         n_steps = plan.steps
