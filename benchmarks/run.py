@@ -11,8 +11,8 @@ Figures (JSON keys under ``results/bench/<mode>.json``):
 - ``sampler_overhead.<backend>.b<B>``: wall time of one generation through the backend's own
   ``_generate_batch`` (padding, sampler, decoding) / (measured NFE x mean time of one network
   evaluation in that same generation; for DSL the converter + the backbone), i.e. wall time /
-  the time spent inside network evaluations. 1.0 = nothing but network forwards. ``sampler.overhead_vs_backbone`` leaves the DSL converter
-  out of the denominator.
+  the time spent inside network evaluations. 1.0 = nothing but network forwards.
+  ``sampler.overhead_vs_backbone`` leaves the DSL converter out of the denominator.
 - ``converter``: the DSL converter's share of one forward at the published LLaDA-8B shapes
   (V = 126,464, d = 100, D = 4096, 32 layers), timed on CPU on a few tokens (the converter
   vs one LLaDA-8B layer x 32 + the output head) and counted in FLOPs; the same for the top-k
@@ -349,7 +349,7 @@ def dsl_breakdown(be, size: dict, device: torch.device, forward_s: float) -> dic
         z = torch.randn(b, G, emb.shape[1], device=device) * 3.0
         logits = torch.randn(b, G, den.vocab_size, device=device) * 3.0
         conv = median([timed(lambda: den.convert(z, 2.0), device) for _ in range(5)])
-        buffers: dict = {}  # reused across calls, as the sampler does within a generation
+        buffers = {} if device.type == "cpu" else None  # as the sampler does within a generation
         post = median([timed(lambda: posterior_mean(logits, emb, DEFAULT_TOPK, buffers), device) for _ in range(5)])
         dense = median([timed(lambda: posterior_mean(logits, emb, None), device) for _ in range(5)])
     return {"converter_over_backbone": round(conv / forward_s, 4),
@@ -448,7 +448,7 @@ def converter_figures(size: dict, device: torch.device) -> dict:
 
         table = torch.nn.functional.normalize(torch.randn(V, d, device=device), dim=-1)
         logits = torch.randn(1, T, V, device=device) * 3.0
-        buffers: dict = {}
+        buffers = {} if device.type == "cpu" else None
         post_t = median([timed(lambda: posterior_mean(logits, table, DEFAULT_TOPK, buffers), device) for _ in range(3)])
         del table, logits
     fwd_t = big["n_layers"] * layer_t + head_t
