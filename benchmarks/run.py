@@ -674,7 +674,8 @@ def table(res: dict) -> str:
                      f"overhead {per} (dsl_llada vs backbone only {ss['overhead_vs_backbone'][f'dsl_llada.b{sb}']:.3f})")
         h = ss.get("head_on_generated_only")
         if h:
-            f8 = flops_forward_per_token(4096, 32, 12288, 126464, ss["prompt_len"] + ss["gen_length"])
+            f8 = flops_forward_per_token(BIG["d_model"], BIG["n_layers"], BIG["mlp"], BIG["vocab"],
+                                         ss["prompt_len"] + ss["gen_length"])
             skipped = ss["prompt_len"] * f8["head"] / ((ss["prompt_len"] + ss["gen_length"]) * f8["backbone"])
             lines.append(f" output head on the generated positions only (the samplers' logits_from): head "
                          f"{h['head_ms_whole_canvas']:.1f} -> {h['head_ms_generated']:.1f} ms, "

@@ -59,8 +59,7 @@ class ModelDenoiser:
         positions only (one more for a shifted model, whose position i reads output i-1)."""
         self.nfe += 1
         length = inputs_embeds.shape[1]
-        if not 0 <= logits_from < length:
-            raise ValueError(f"logits_from={logits_from} must lie in [0, {length}) for a canvas of {length} positions")
+        check_logits_from(logits_from, length)
         wanted = length - logits_from + (1 if self.shift_logits and logits_from else 0)
         kwargs = {"logits_to_keep": wanted} if logits_from and getattr(self.model, "supports_logits_to_keep", False) else {}
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
@@ -78,6 +77,12 @@ class ModelDenoiser:
     def reset_count(self) -> int:
         n, self.nfe = self.nfe, 0
         return n
+
+
+def check_logits_from(logits_from: int, length: int) -> None:
+    """A seam's ``forward(..., logits_from)`` must leave at least one of the canvas's positions."""
+    if not 0 <= logits_from < length:
+        raise ValueError(f"logits_from={logits_from} must lie in [0, {length}) for a canvas of {length} positions")
 
 
 def logits_from(denoiser, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, start: int) -> torch.Tensor:

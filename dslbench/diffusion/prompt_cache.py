@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dslbench.diffusion.denoiser import check_logits_from
+
 MAX_ENTRIES = 2  # the conditional prompt and CFG's prompt-masked copy
 
 
@@ -92,8 +94,7 @@ class PromptCachedDenoiser:
         P, length = self.prompt_len, inputs_embeds.shape[1]
         if length <= P:
             raise ValueError(f"prompt cache: canvas of {length} positions has no room after a {P}-token prompt")
-        if not 0 <= logits_from < length:
-            raise ValueError(f"logits_from={logits_from} must lie in [0, {length}) for a canvas of {length} positions")
+        check_logits_from(logits_from, length)
         self.inner.nfe += 1  # one network evaluation, full or cached
         prompt = inputs_embeds[:, :P]
         entry = self._lookup(prompt, attention_mask)
