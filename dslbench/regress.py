@@ -28,6 +28,7 @@ TOLERANCES = {
     "distinct_2": 0.02, "distinct_3": 0.02, "degenerate": 0.05,
     "coverage": 0.03, "density": 0.2, "compression": 0.5,
     "fix_rate": 2.0, "preserve_rate": 2.0, "word_fix_rate": 2.0, "word_preserve_rate": 2.0,
+    "fix_rate_pooled": 2.0, "preserve_rate_pooled": 2.0,
     "nfe": 0.0, "gen_tokens": 1.0, "tokens_per_forward": 0.1,
 }
 
@@ -62,8 +63,9 @@ def compare(expected: dict[str, float], measured: dict[str, float]) -> pd.DataFr
 
 def _worse(metric: str, expected: float, measured: float) -> bool:
     from dslbench.metrics.summary import HIGHER_IS_BETTER
+    from dslbench.report.load import REPAIR_METRICS
 
-    higher = HIGHER_IS_BETTER.get(metric, metric in ("fix_rate", "preserve_rate", "word_fix_rate", "word_preserve_rate"))
+    higher = HIGHER_IS_BETTER.get(metric, metric in REPAIR_METRICS)
     return measured < expected if higher else measured > expected
 
 

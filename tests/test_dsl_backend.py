@@ -188,12 +188,34 @@ def test_same_seed_same_output_and_sampler_options(dsl_ckpt):
         assert stats["nfe"] == 4 and all(stats[k] == v for k, v in extra.items())
 
 
-def test_repair_mode_goes_through_the_converter(backend):
+def test_repair_defaults_to_the_published_token_path(backend, monkeypatch):
+    from tests.test_repair_tasks import PASSAGES, one_forward_argmax, repair_records
+
+    def no_converter(*_a, **_k):
+        raise AssertionError("the published repair protocol never calls the converter")
+
+    monkeypatch.setattr(backend.denoiser, "convert", no_converter)
+
+    for mode in ("random", "semantic"):
+        for passage, rec in zip(PASSAGES, repair_records(backend, mode)):
+            assert rec["original_ids"] == backend.tokenizer(passage, add_special_tokens=False)["input_ids"]
+            # the backbone on the corrupted ids, no converter: one forward, argmax at every position
+            assert rec["repaired_ids"] == one_forward_argmax(backend.model, rec["corrupted_ids"])
+            assert rec["repair_protocol"] == "published" and rec["repair_path"] == "token" and rec["nfe"] == 1
+
+
+def test_converter_repair_is_a_named_variant(dsl_ckpt):
+    b = DSLLLaDA.create_from_arg_string(f"pretrained={dsl_ckpt},repair_path=converter")
     gk = {"repair_mode": "random", "repair_rate": 0.3, "repair_nfe": 2, "return_stats": True}
-    (resp,) = backend.generate_until([Req("the council approved the budget on monday after a long debate.", gk)])
+    (resp,) = b.generate_until([Req("the council approved the budget on monday after a long debate.", gk)])
     stats = split_stats(resp)[1]
+    assert stats["repair_protocol"] == "converter+iterative-2" and stats["repair_path"] == "converter"
     assert stats["nfe"] == 2 and stats["repair_passes"] == 2 and stats["repair_snr"] == 100.0
     assert len(stats["repaired_ids"]) == len(stats["original_ids"]) and stats["corrupted_positions"]
+    (resp,) = b.generate_until([Req("the council met.", {**gk, "repair_nfe": 1})])
+    assert split_stats(resp)[1]["repair_protocol"] == "converter"
+    with pytest.raises(ValueError, match="repair_path"):
+        DSLLLaDA.create_from_arg_string(f"pretrained={dsl_ckpt},repair_path=snr")
 
 
 def test_likelihood_is_refused(backend):

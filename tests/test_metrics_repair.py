@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dslbench.metrics.repair import pooled_rate, repair_scores, repair_word_scores
+from dslbench.metrics.repair import per_passage_rate, pooled_rate, repair_scores, repair_word_scores, undefined_passages
 
 ORIG = [1, 2, 3, 4, 5, 6]
 POS = [1, 4]
@@ -97,3 +97,25 @@ def test_pooled_rate_is_a_ratio_of_sums():
     assert pooled_rate([(1, 2), (3, 4), (0, 0)]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no positions"):
         pooled_rate([(0, 0)])
+
+
+def test_per_passage_rate_is_the_mean_of_each_passage_rate():
+    # the published aggregation: (1/2 + 3/4) / 2 = 5/8; a passage with no positions is left out
+    assert per_passage_rate([(1, 2), (3, 4), (0, 0)]) == pytest.approx(5 / 8)
+    assert per_passage_rate([(1, 1), (0, 9)]) == pytest.approx(0.5)  # pooled would say 1/10
+    assert undefined_passages([(1, 2), (0, 0), (0, 0)]) == 2
+    with pytest.raises(ValueError, match="no passage has a defined rate"):
+        per_passage_rate([(0, 0)])
+
+
+def test_repair_task_aggregations_by_hand():
+    import importlib.util
+
+    from dslbench.paths import tasks_dir
+
+    spec = importlib.util.spec_from_file_location("repair_utils", tasks_dir() / "repair" / "repair_utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    pairs = [(1, 2), (3, 4)]
+    assert utils.per_passage_percent(pairs) == pytest.approx(62.5)
+    assert utils.pooled_percent(pairs) == pytest.approx(400 / 6)

@@ -5,32 +5,67 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dslbench.diffusion.corruption import corrupt, document_seed, nearest_neighbours
+from dslbench.diffusion.corruption import (
+    corrupt,
+    corruption_count,
+    document_seed,
+    nearest_neighbours,
+    random_replacement_ids,
+    unit_rows,
+)
 from dslbench.diffusion.oracle import IdentityDenoiser, OracleDenoiser
-from dslbench.diffusion.repair import argmax_repair
+from dslbench.diffusion.repair import argmax_repair, repair_protocol
 
-CANDIDATES = torch.arange(3, 13)  # ids 0-2 play the special tokens; 13-15 are mask/EOS/EoT
+LLADA_SPECIALS = {126080, 126081, 126336, 126346, 126347, 126348}  # BOS, EOS, mask, headers, EoT
 
 
-def test_corruption_count_positions_and_replacements():
-    ids = torch.tensor([3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
-    out, pos = corrupt(ids, 0.3, "random", candidates=CANDIDATES, seed=5)
-    assert len(pos) == 3  # round(0.3 * 10)
-    assert pos.tolist() == sorted(pos.tolist())
-    assert (out[pos] != ids[pos]).all()  # a replacement always differs from the original
+@pytest.mark.parametrize(
+    "n, rate, expected",
+    [
+        (7, 0.1, 1),  # int(0.7) = 0 -> at least one
+        (25, 0.3, 7),  # int(7.5); round() gave 8
+        (3, 0.1, 1),
+        (15, 0.1, 1),  # int(1.5); round() gave 2
+        (19, 0.1, 1),  # int(1.9); round() gave 2
+        (10, 0.3, 3),  # 10 * 0.3 = 3.0000000000000004 -> 3
+        (73, 0.1, 7),
+        (75, 0.5, 37),
+        (80, 0.3, 24),
+        (1, 0.5, 1),
+        (0, 0.1, 0),  # an empty passage has nothing to corrupt
+    ],
+)
+def test_corruption_count_is_max_1_int_n_r(n, rate, expected):
+    assert corruption_count(n, rate) == expected
+    ids = torch.arange(200, 200 + n)
+    assert len(corrupt(ids, rate, "random", seed=1, random_ids=torch.arange(100, 1024))[1]) == expected
+
+
+def test_random_replacements_come_from_the_released_id_range():
+    ids = random_replacement_ids(126464, LLADA_SPECIALS)  # LLaDA's vocabulary: exactly [100, 126000)
+    assert ids[0] == 100 and ids[-1] == 125999 and len(ids) == 125900
+    tiny = random_replacement_ids(1024, {0, 1, 2, 3, 4, 5, 6, 500})  # clipped; a special id inside is left out
+    assert tiny[0] == 100 and tiny[-1] == 1023 and 500 not in tiny.tolist() and len(tiny) == 923
+    with pytest.raises(ValueError, match=r"ids in \[100, 126000\)"):
+        random_replacement_ids(64)
+    # every position may be corrupted (special ones too, as released); replacements differ from the original
+    passage = torch.tensor([0, 150, 151, 152, 153, 154, 155, 156, 157, 158])
+    out, pos = corrupt(passage, 1.0, "random", seed=4, random_ids=torch.arange(150, 153))
+    assert pos.tolist() == list(range(10))
+    assert torch.isin(out, torch.arange(150, 153)).all() and (out != passage).all()
+    out, pos = corrupt(passage, 0.3, "random", seed=5, random_ids=tiny)
     keep = torch.ones(10, dtype=torch.bool)
     keep[pos] = False
-    assert torch.equal(out[keep], ids[keep])
-    assert torch.isin(out, CANDIDATES).all()  # never a special token
+    assert len(pos) == 3 and torch.equal(out[keep], passage[keep]) and (out[pos] != passage[pos]).all()
+    assert ((out[pos] >= 100) & (out[pos] < 1024)).all()
 
 
-def test_corruption_skips_ineligible_positions_and_is_deterministic():
-    ids = torch.tensor([0, 3, 4, 5, 1, 6])  # 0 and 1 are special: not candidates, not eligible
-    a = corrupt(ids, 0.5, "random", candidates=CANDIDATES, seed=11)
-    b = corrupt(ids.clone(), 0.5, "random", candidates=CANDIDATES, seed=11)
+def test_corruption_is_deterministic_per_seed():
+    ids = torch.arange(300, 340)
+    a = corrupt(ids, 0.3, "random", seed=11, random_ids=torch.arange(100, 1024))
+    b = corrupt(ids.clone(), 0.3, "random", seed=11, random_ids=torch.arange(100, 1024))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert set(a[1].tolist()) <= {1, 2, 3, 5} and len(a[1]) == 2
-    c = corrupt(ids, 0.5, "random", candidates=CANDIDATES, seed=12)
+    c = corrupt(ids, 0.3, "random", seed=12, random_ids=torch.arange(100, 1024))
     assert not (torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]))
 
 
@@ -41,35 +76,50 @@ def test_document_seed_is_stable_and_text_dependent():
     assert document_seed("x", 0) == 8088837398780876553  # fixed across Python processes (no hash salt)
 
 
-def test_semantic_corruption_draws_from_the_five_nearest_by_cosine():
+def test_semantic_neighbours_are_the_five_nearest_rows_self_excluded_specials_included():
     # Embeddings on a circle: the neighbours of token t by cosine are the ids at the nearest angles.
     angles = torch.arange(16, dtype=torch.float) * (2 * torch.pi / 16)
-    emb = torch.stack([angles.cos(), angles.sin()], dim=-1)
-    neigh = nearest_neighbours(emb, torch.tensor([7]), CANDIDATES, k=4)
-    assert sorted(neigh[0].tolist()) == [5, 6, 8, 9]
-    ids = torch.arange(3, 13)
-    out, pos = corrupt(ids, 1.0, "semantic", candidates=CANDIDATES, seed=3, embeddings=emb, k=2)
-    assert len(pos) == 10
+    emb = torch.stack([angles.cos(), angles.sin()], dim=-1) * torch.arange(1, 17)[:, None]  # norms differ: cosine
+    unit = unit_rows(emb)
+    assert sorted(nearest_neighbours(unit, torch.tensor([7]), k=4)[0].tolist()) == [5, 6, 8, 9]
+    # id 0 plays a special token, id 15 an unused row: both are candidates, as released
+    assert sorted(nearest_neighbours(unit, torch.tensor([1]), k=4)[0].tolist()) == [0, 2, 3, 15]
+    ids = torch.arange(0, 16)
+    out, pos = corrupt(ids, 1.0, "semantic", seed=3, unit_embeddings=unit, k=2)
+    assert len(pos) == 16
     for p in pos.tolist():
         t = ids[p].item()
-        # the two candidates at the smallest circular distance from t (t itself excluded)
-        dist = {c: min(abs(c - t), 16 - abs(c - t)) for c in CANDIDATES.tolist() if c != t}
-        nearest = sorted(dist, key=lambda c: (dist[c], c))[:2]
-        assert out[p].item() in nearest
+        assert out[p].item() in {(t - 1) % 16, (t + 1) % 16}  # the two nearest by angle, never t itself
+
+
+def test_semantic_neighbours_exclude_only_the_token_itself():
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # ids 0 and 1 share a direction
+    assert nearest_neighbours(unit_rows(emb), torch.tensor([0, 1]), k=1)[:, 0].tolist() == [1, 0]
 
 
 def test_bad_corruption_arguments_are_named():
+    ids = torch.arange(3, 6)
     with pytest.raises(ValueError, match="corruption mode='swap'; allowed: random, semantic"):
-        corrupt(torch.arange(3, 6), 0.1, "swap", candidates=CANDIDATES, seed=0)
-    with pytest.raises(ValueError, match="rate=1.5"):
-        corrupt(torch.arange(3, 6), 1.5, "random", candidates=CANDIDATES, seed=0)
+        corrupt(ids, 0.1, "swap", seed=0, random_ids=torch.arange(100, 200))
+    for rate in (1.5, 0.0):
+        with pytest.raises(ValueError, match=rf"rate={rate}.*\(0, 1\]"):
+            corrupt(ids, rate, "random", seed=0, random_ids=torch.arange(100, 200))
+    with pytest.raises(ValueError, match="replacement id range"):
+        corrupt(ids, 0.1, "random", seed=0)
     with pytest.raises(ValueError, match="input embeddings"):
-        corrupt(torch.arange(3, 6), 0.1, "semantic", candidates=CANDIDATES, seed=0)
+        corrupt(ids, 0.1, "semantic", seed=0)
+
+
+def test_repair_protocol_names():
+    assert repair_protocol() == "published"
+    assert repair_protocol("token", 3) == "iterative-3"
+    assert repair_protocol("converter") == "converter"
+    assert repair_protocol("converter", 2) == "converter+iterative-2"
 
 
 def _repair_case():
     original = torch.tensor([[0, 3, 4, 5, 6, 7, 8, 9, 10]])
-    corrupted, pos = corrupt(original[0, 1:], 0.5, "random", candidates=CANDIDATES, seed=2)
+    corrupted, pos = corrupt(original[0, 1:], 0.5, "random", random_ids=torch.arange(3, 13), seed=2)
     ids = torch.cat([original[:, :1], corrupted[None]], dim=1)
     editable = torch.ones_like(ids, dtype=torch.bool)
     editable[:, 0] = False

@@ -126,3 +126,47 @@ def test_corruption_is_identical_across_backends(tiny_ckpt):
     for a, b in zip(*records):
         assert a["corrupted_ids"] == b["corrupted_ids"] and a["corrupted_positions"] == b["corrupted_positions"]
         assert a["original_ids"] == b["original_ids"]
+
+
+PASSAGES = ["alice larsen visited a red boat in oslo on monday.", "the museum announced new opening hours for the summer season."]
+
+
+def one_forward_argmax(model, ids: list[int]) -> list[int]:
+    """The published repair protocol, computed here: one forward on the corrupted ids, argmax."""
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].argmax(dim=-1).tolist()
+
+
+def repair_records(backend, mode="random", rate=0.3, **extra):
+    from dslbench.harness.stats import split_stats
+
+    class Req:
+        def __init__(self, text):
+            self.args = (text, {"repair_mode": mode, "repair_rate": rate, "repair_seed": 3, "return_stats": True, **extra})
+            self.repeats = 1
+
+    return [split_stats(r)[1] for r in backend.generate_until([Req(p) for p in PASSAGES])]
+
+
+@pytest.mark.parametrize("backend_name", ["mdm_llada", "softmask_llada"])
+@pytest.mark.parametrize("mode", MODES)
+def test_token_path_repair_is_one_forward_and_argmax(tiny_ckpt, backend_name, mode):
+    from lm_eval.api.registry import get_model
+
+    backend = get_model(backend_name).create_from_arg_string(f"pretrained={tiny_ckpt},batch_size=2")
+    for passage, rec in zip(PASSAGES, repair_records(backend, mode)):
+        # the passage's own tokens, no BOS in front; max(1, int(n * r)) of them corrupted
+        assert rec["original_ids"] == backend.tokenizer(passage, add_special_tokens=False)["input_ids"]
+        assert len(rec["corrupted_positions"]) == max(1, int(len(rec["original_ids"]) * 0.3))
+        assert rec["repaired_ids"] == one_forward_argmax(backend.model, rec["corrupted_ids"])
+        assert rec["repair_protocol"] == "published" and rec["nfe"] == 1
+
+
+def test_more_passes_are_a_named_variant(tiny_ckpt):
+    from dslbench.harness.mdm_backend import MDMLLaDA
+
+    backend = MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt}")
+    rec = repair_records(backend, repair_nfe=3)[0]
+    assert rec["repair_protocol"] == "iterative-3" and rec["nfe"] == 3 and rec["repair_passes"] == 3

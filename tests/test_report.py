@@ -30,7 +30,7 @@ def write_fake_run(out_dir, backend: str, model_args, per_task: dict[str, list[d
     """Files laid out and shaped like lm-eval's ``--output_path --log_samples`` output.
 
     ``per_task``: task -> one dict of metric values per sample (pairs as [hits, total]); a
-    ``_key`` entry sets the document id.
+    ``_key`` entry sets the document id, a ``_resp`` entry the logged response.
     """
     d = Path(out_dir) / model_dir
     d.mkdir(parents=True, exist_ok=True)
@@ -49,8 +49,9 @@ def write_fake_run(out_dir, backend: str, model_args, per_task: dict[str, list[d
         n_samples[task] = {"original": 100, "effective": len(samples)}
         with open(d / f"samples_{task}_{date}.jsonl", "w", encoding="utf-8") as f:
             for i, s in enumerate(samples):
+                resp = s.get("_resp", "out")
                 rec = {"doc_id": i, "doc": {"id": s.get("_key", f"doc-{i}")}, "target": "t", "arguments": {},
-                       "resps": [["out"]], "filtered_resps": ["out"], "filter": "none", "metrics": names,
+                       "resps": [[resp]], "filtered_resps": [resp], "filter": "none", "metrics": names,
                        "doc_hash": f"h{i}", **{k: s[k] for k in names}}
                 f.write(json.dumps(rec) + "\n")
     data = {"results": results, "group_subtasks": {}, "configs": {t: {} for t in per_task}, "n-samples": n_samples,
@@ -127,8 +128,10 @@ def test_load_real_lm_eval_outputs(real_runs):
             assert s["words"].mean() == pytest.approx(cell["words"])
             assert s["tokens_per_forward_num"].sum() / s["tokens_per_forward_den"].sum() == pytest.approx(cell["tokens_per_forward"])
             assert not s["response"].str.contains("dslbench-stats").any()
-        else:
-            assert 100 * s["fix_rate_num"].sum() / s["fix_rate_den"].sum() == pytest.approx(cell["fix_rate"])
+        else:  # per-passage means (as published), pooled beside them
+            assert s["fix_rate"].mean() == pytest.approx(cell["fix_rate"])
+            assert 100 * s["fix_rate_pooled_num"].sum() / s["fix_rate_pooled_den"].sum() == pytest.approx(cell["fix_rate_pooled"])
+            assert cell["repair_protocol"] == "published" and (s["repair_protocol"] == "published").all()
 
 
 def test_report_from_real_runs(real_runs, tmp_path):
@@ -373,3 +376,28 @@ def test_published_baselines_have_sources_and_are_marked(two_fake_runs, tmp_path
     section = md.split("## Published figures (published, not reproduced)")[1]
     assert "| published, not reproduced | LLaDA-8B-Instruct (original) | 10 | 13.1 | 31.9 | 90.9 |" in section
     assert "fengsxy/DSL-LLaDA@33f29254" in section
+
+
+def test_a_repair_variant_is_labelled_beside_the_published_figures(tmp_path):
+    from dslbench.harness.stats import attach_stats
+
+    def repair_samples(protocol, fixed):
+        return [{"fix_rate": [f, 4], "preserve_rate": [30, 36], "_key": f"p{i}",
+                 "_resp": attach_stats("text", {"repair_protocol": protocol})} for i, f in enumerate(fixed)]
+
+    write_fake_run(tmp_path / "pub", "dsl_llada", {"pretrained": "/ckpt/dsl"},
+                   {"dsl_repair_random_10": repair_samples("published", [1, 2])})
+    write_fake_run(tmp_path / "conv", "dsl_llada", {"pretrained": "/ckpt/dsl", "repair_path": "converter"},
+                   {"dsl_repair_random_10": repair_samples("converter", [3, 4])})
+    cells = load_runs([tmp_path / "pub", tmp_path / "conv"]).cells
+    assert sorted(cells["repair_protocol"]) == ["converter", "published"]
+    build_report([tmp_path / "pub", tmp_path / "conv"], tmp_path / "r", n_boot=20)
+    md = (tmp_path / "r" / "report.md").read_text()
+    repair, published = md.split("## Selective-corruption repair")[1].split("## Published figures")
+    assert "| dsl_llada | published (one forward, argmax) |" in repair
+    assert "| dsl_llada(repair_path=converter) | variant converter (not the published protocol) |" in repair
+    rows = [line for line in published.split("\n") if "dsl_llada" in line]
+    assert len(rows) == 2
+    assert any(r.startswith("| measured here | dsl_llada |") for r in rows)
+    assert any(r.startswith("| measured here, variant converter (not the published protocol) | dsl_llada(repair_path=converter) |")
+               for r in rows)

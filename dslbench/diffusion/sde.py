@@ -421,7 +421,9 @@ def dsl_repair(
     snr: float = SNR_MAX,
     beta_scale: float = DEFAULT_BETA_SCALE,
 ) -> tuple[torch.Tensor, int]:
-    """Repair a fully visible, partly corrupted sequence: ``(repaired [B, L], nfe)``.
+    """The converter repair path, a dslbench variant (not the published protocol, which feeds the
+    corrupted token ids straight to the backbone: :func:`dslbench.diffusion.repair.argmax_repair`):
+    ``(repaired [B, L], nfe)``.
 
     Editable positions enter through the channel's noise-free mean at SNR ``snr``
     (``z = snr * E_n[x]``) and the converter; the other positions (prompt, BOS, padding) as clean

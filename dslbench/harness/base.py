@@ -396,51 +396,64 @@ class DiffusionBackend(LM):
             return text[len(head): len(text) - len(tail)]
         return text
 
-    def _repair_candidates(self) -> torch.Tensor:
-        """Ids a corruption may draw: the tokenizer's non-special vocabulary."""
-        if getattr(self, "_candidates", None) is None:
-            special = set(self.tokenizer.all_special_ids) | {self.info.mask_id}
-            n = min(len(self.tokenizer), self.info.vocab_size)
-            self._candidates = torch.tensor([i for i in range(n) if i not in special], dtype=torch.long)
-        return self._candidates
+    def _repair_corruption_inputs(self, mode: str) -> dict:
+        """What ``corrupt`` draws from, built once per backend: the released random-id range
+        (``random``) or the unit-normalised input embeddings (``semantic``)."""
+        from dslbench.diffusion.corruption import random_replacement_ids, unit_rows
+
+        if getattr(self, "_repair_inputs", None) is None:
+            self._repair_inputs: dict[str, dict] = {}
+        cache = self._repair_inputs
+        if mode not in cache:
+            if mode == "random":
+                vocab = min(len(self.tokenizer), self.info.vocab_size)
+                special = set(self.tokenizer.all_special_ids) | {self.info.mask_id}
+                cache[mode] = {"random_ids": random_replacement_ids(vocab, special)}
+            else:
+                cache[mode] = {"unit_embeddings": unit_rows(self.model.get_input_embeddings().weight)}
+        return cache[mode]
 
     def _repair(self, ids: torch.Tensor, mask: torch.Tensor, editable: torch.Tensor, opts: dict) -> SampleResult:
-        """Default repair mode: argmax passes over the visible corrupted sequence."""
-        from dslbench.diffusion.repair import argmax_repair
+        """The published repair protocol: one forward on the corrupted ids' token embeddings,
+        argmax at every position; ``repair_nfe`` > 1 passes is the iterative variant."""
+        from dslbench.diffusion.repair import argmax_repair, repair_protocol
 
-        repaired, nfe = argmax_repair(self.denoiser, ids, mask, editable, passes=opts["repair"]["nfe"])
-        return SampleResult(repaired, nfe, {"repair_passes": opts["repair"]["nfe"]})
+        passes = opts["repair"]["nfe"]
+        repaired, nfe = argmax_repair(self.denoiser, ids, mask, editable, passes=passes)
+        return SampleResult(repaired, nfe, {"repair_protocol": repair_protocol(passes=passes), "repair_passes": passes})
 
     def _repair_batch(self, contexts: list[str], opts: dict) -> list[str]:
+        """Corrupt each passage (as the released evaluation does: its own tokens, no BOS in front),
+        repair the batch in the backend's repair mode, attach the per-passage record."""
         from dslbench.diffusion.corruption import corrupt, document_seed
 
         spec = opts["repair"]
-        candidates = self._repair_candidates()
-        embeddings = self.model.get_input_embeddings().weight if spec["mode"] == "semantic" else None
-        bos = self.tokenizer.bos_token_id
+        draw_from = self._repair_corruption_inputs(spec["mode"])
         rows, records = [], []
         for context in contexts:
             passage = self._strip_chat(context)
-            ids = self.tokenizer(passage, add_special_tokens=False)["input_ids"][: self.max_length - 1]
-            original = torch.tensor(ids, dtype=torch.long)
+            ids = self.tokenizer(passage, add_special_tokens=False)["input_ids"]
+            dropped = max(0, len(ids) - self.max_length)
+            if dropped:
+                log.warning("%s: repair passage of %d tokens cut to max_length=%d (recorded as passage_tokens_dropped)",
+                            self.NAME, len(ids), self.max_length)
+            original = torch.tensor(ids[: self.max_length], dtype=torch.long)
             corrupted, positions = corrupt(
-                original, spec["rate"], spec["mode"], candidates=candidates,
-                seed=document_seed(passage, spec["seed"]), embeddings=embeddings,
+                original, spec["rate"], spec["mode"], seed=document_seed(passage, spec["seed"]), **draw_from
             )
-            prefix = [bos] if bos is not None else []
-            rows.append(prefix + corrupted.tolist())
-            records.append((original, corrupted, positions, len(prefix)))
+            rows.append(corrupted.tolist())
+            records.append((original, corrupted, positions, dropped))
         ids, mask = self._left_pad(rows)
         width = ids.shape[1]
-        editable = torch.zeros_like(mask, dtype=torch.bool)
-        for i, (original, _, _, n_prefix) in enumerate(records):
-            editable[i, width - len(original):] = True
+        editable = mask.bool()
         start = time.perf_counter()
         with torch.inference_mode():
             result = self._repair(ids, mask, editable, opts)
+        if "repair_protocol" not in result.extra:
+            raise RuntimeError(f"{self.NAME}: its repair mode does not name its repair_protocol")
         seconds = (time.perf_counter() - start) / len(contexts)
         texts = []
-        for i, (original, corrupted, positions, _) in enumerate(records):
+        for i, (original, corrupted, positions, dropped) in enumerate(records):
             repaired = result.tokens[i, width - len(original):].cpu()
             text = self.tokenizer.decode(repaired.tolist(), skip_special_tokens=True)
             stats = {
@@ -456,6 +469,7 @@ class DiffusionBackend(LM):
                 "corrupted_positions": positions.tolist(),
                 "original_text": self.tokenizer.decode(original.tolist(), skip_special_tokens=True),
                 "corrupted_text": self.tokenizer.decode(corrupted.tolist(), skip_special_tokens=True),
+                "passage_tokens_dropped": dropped,
                 **result.extra,
             }
             texts.append(attach_stats(text, stats) if opts["return_stats"] else text)

@@ -13,6 +13,9 @@ published DSL-LLaDA release directory). Model args on top of the common ones:
 - ``response_cut`` defaults to ``none`` here: the published decoding of the whole span with
   special tokens skipped and no cut at the first EOS; ``response_cut=eos`` cuts there. The choice
   is recorded in every per-sample record.
+- ``repair_path`` (token | converter): the repair tasks' published protocol feeds the corrupted
+  token ids to the backbone (no converter), one forward, argmax; ``converter`` (with
+  ``repair_snr``) is a dslbench variant, recorded as such in every repair record.
 
 Likelihood requests are refused: the DSL model's likelihood is an integral over SNRs, not the
 masked-diffusion bound the shared implementation computes.
@@ -26,8 +29,11 @@ import torch
 from lm_eval.api.registry import register_model
 
 from dslbench.diffusion.sde import ACCOUNTINGS, ONE_CALL_STEPS, SAMPLERS, dsl_generate, dsl_repair
+from dslbench.diffusion.repair import TOKEN_PATH, repair_protocol
 from dslbench.harness.args import Arg
 from dslbench.harness.base import DiffusionBackend, SampleResult
+
+REPAIR_PATHS = (TOKEN_PATH, "converter")
 
 DSL_ARGS: dict[str, Arg] = {
     "nfe": Arg(16, int, help="forward-pass budget per sample, the final argmax pass included"),
@@ -38,7 +44,11 @@ DSL_ARGS: dict[str, Arg] = {
     "topk": Arg(512, int, help="posterior mean over the top-k renormalised probabilities"),
     "accounting": Arg("strict", str, ACCOUNTINGS, "strict: nfe caps every call; published: nfe//2 Heun steps + 1 final pass"),
     "one_call_step": Arg("exponential", str, ONE_CALL_STEPS, "form of the one-call steps (euler sampler, odd budgets)"),
-    "repair_snr": Arg(100.0, float, help="SNR at which repair-mode inputs enter the converter"),
+    "repair_path": Arg("token", str, REPAIR_PATHS,
+                       "token: the published repair protocol (the corrupted ids' token embeddings straight into the "
+                       "backbone, one forward, argmax); converter: a dslbench variant, not the published protocol "
+                       "(the corrupted tokens enter through the converter at repair_snr)"),
+    "repair_snr": Arg(100.0, float, help="with repair_path=converter: SNR at which the corrupted tokens enter the converter"),
 }
 
 DEFAULT_RESPONSE_CUT = "none"
@@ -116,13 +126,20 @@ class DSLLLaDA(DiffusionBackend):
         return SampleResult(out.tokens, out.nfe, extra)
 
     def _repair(self, ids: torch.Tensor, mask: torch.Tensor, editable: torch.Tensor, opts: dict) -> SampleResult:
-        """Repair mode: the visible corrupted tokens enter through the converter at ``repair_snr``."""
+        """Repair mode: the published token path by default; ``repair_path=converter`` (a variant)
+        lets the visible corrupted tokens enter through the converter at ``repair_snr``."""
+        if opts["repair_path"] == TOKEN_PATH:
+            result = super()._repair(ids, mask, editable, opts)
+            result.extra["repair_path"] = TOKEN_PATH
+            return result
         beta, beta_scale = self._beta_scale(opts)
         passes = int(opts["repair"]["nfe"])
         repaired, nfe = dsl_repair(
             self.denoiser, ids, mask, editable, passes=passes, snr=opts["repair_snr"], beta_scale=beta_scale
         )
-        return SampleResult(repaired, nfe, {"repair_passes": passes, "repair_snr": opts["repair_snr"], "beta": beta})
+        extra = {"repair_protocol": repair_protocol(opts["repair_path"], passes), "repair_path": opts["repair_path"],
+                 "repair_passes": passes, "repair_snr": opts["repair_snr"], "beta": beta}
+        return SampleResult(repaired, nfe, extra)
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         raise NotImplementedError(

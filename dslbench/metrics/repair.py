@@ -27,8 +27,14 @@ Word level (``repair_word_scores``), over whitespace words of the decoded texts
 Edge cases: with no corrupted positions (words) the fix rate is undefined and
 returned as ``None``; with no clean positions (words) the preserve rate is ``None``.
 They are never reported as 0 or 1.  The counts are always returned, so rates over a
-run can be pooled as a ratio of sums with ``pooled_rate`` (which skips nothing: an
-undefined sample adds 0 to both sums).
+run can be aggregated two ways:
+
+* ``per_passage_rate``: the mean over passages of each passage's rate, as the published
+  repair table is computed; a passage whose rate is undefined is left out of the mean
+  (the released script would count a passage without clean positions as preserving
+  100 %; here nothing is filled in) and ``undefined_passages`` says how many;
+* ``pooled_rate``: the ratio of sums over all positions of the run (an undefined
+  sample adds 0 to both sums), a dslbench figure that weights long passages more.
 
 A corrupted position whose replacement happens to equal the original id counts as
 corrupted (it is in C) and is "fixed" by any repair that keeps it; corruption
@@ -154,3 +160,17 @@ def pooled_rate(pairs: Iterable[tuple[int, int]]) -> float:
     if total <= 0:
         raise ValueError("pooled_rate: no positions were scored (all totals are 0)")
     return hits / total
+
+
+def undefined_passages(pairs: Iterable[tuple[int, int]]) -> int:
+    """How many samples have no positions (their rate is undefined)."""
+    return sum(1 for _, t in pairs if t <= 0)
+
+
+def per_passage_rate(pairs: Iterable[tuple[int, int]]) -> float:
+    """Mean over samples of hits / total (the published aggregation), samples with total 0 left
+    out. A run where every sample has total 0 has no rate: that raises instead of returning 0."""
+    rates = [h / t for h, t in pairs if t > 0]
+    if not rates:
+        raise ValueError("per_passage_rate: no passage has a defined rate (all totals are 0)")
+    return sum(rates) / len(rates)

@@ -144,8 +144,12 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
     rvalues, rbest = tables.repair_table(cells)
     if not rvalues.empty:
         b.append(("h", 2, "Selective-corruption repair"))
-        b.append(("p", "Fix = % of corrupted positions restored; preserve = % of clean positions kept "
-                  "(pooled over positions). **Bold** = best per corruption kind and rate."))
+        b.append(("p", "Fix = % of corrupted positions restored; preserve = % of clean positions kept; "
+                  "means over passages of each passage's rate, as the published table is computed "
+                  "(*pooled* = ratio of sums over all positions). The repair protocol says what produced a "
+                  "row: *published* = one forward pass on the corrupted token ids and an argmax at every "
+                  "position, the protocol of the published table; any other is a dslbench variant. "
+                  "**Bold** = best per corruption kind and rate."))
         b.append(("table", rvalues.rename(columns={"corruption_rate": "corruption %"}), rbest))
         for caption, path in plots:
             if path.name == "repair.png":

@@ -40,7 +40,10 @@ CELL_INFO = "cell.json"  # written by the leaderboard runner: {"name", "backend"
 
 EFFICIENCY_METRICS: tuple[str, ...] = ("nfe", "gen_tokens", "tokens_per_forward", "seconds_per_sample")
 TIMING_METRICS: tuple[str, ...] = ("seconds_per_sample",)  # wall clock: kept out of leaderboard.csv
-REPAIR_METRICS: tuple[str, ...] = ("fix_rate", "preserve_rate", "word_fix_rate", "word_preserve_rate")
+# per-passage means (as published), then the same counts pooled over positions
+REPAIR_METRICS: tuple[str, ...] = ("fix_rate", "preserve_rate", "word_fix_rate", "word_preserve_rate",
+                                   "fix_rate_pooled", "preserve_rate_pooled", "word_fix_rate_pooled",
+                                   "word_preserve_rate_pooled")
 KNOWN_METRICS: tuple[str, ...] = SUMMARY_METRICS + REPAIR_METRICS + EFFICIENCY_METRICS
 PERCENT_PAIRS = frozenset(REPAIR_METRICS)  # pooled (hits, total) metrics reported in percent
 
@@ -257,9 +260,18 @@ def read_samples(path: Path, ids: dict[str, Any]) -> list[dict[str, Any]]:
         resp = rec.get("filtered_resps") or rec.get("resps") or [""]
         while isinstance(resp, list):
             resp = resp[0] if resp else ""
-        row["response"] = split_stats(str(resp))[0]
+        row["response"], stats = split_stats(str(resp))
+        if stats and "repair_protocol" in stats:
+            row["repair_protocol"] = str(stats["repair_protocol"])
         rows.append(row)
     return rows
+
+
+def repair_protocol_of(rows: list[dict[str, Any]]) -> str:
+    """The repair protocol of a cell, read off its per-sample records (``unrecorded`` for records
+    written before the protocol was recorded; several protocols joined by ``|``)."""
+    found = sorted({r.get("repair_protocol") or "unrecorded" for r in rows})
+    return "|".join(found)
 
 
 # ----------------------------------------------------------------------------- many runs
@@ -361,6 +373,8 @@ def load_runs(paths: Iterable[str | os.PathLike], strict: bool = False) -> Loade
             )
             continue
         rows = read_samples(sfile, ids)
+        if ids["family"] == "repair":
+            row["repair_protocol"] = repair_protocol_of(rows)
         if run.n_samples.get(task) is not None and len(rows) != run.n_samples[task]:
             _problem(f"{sfile}: {len(rows)} logged samples, but {run.results_file} reports "
                      f"{run.n_samples[task]}", strict, problems)
@@ -386,7 +400,8 @@ def _fix_types(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("nfe_budget", "corruption_rate", "n_samples", "doc_id"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
-    for col in ("family", "dataset", "corruption", "model", "backend", "model_args", "checkpoint", "task", "doc_key"):
+    for col in ("family", "dataset", "corruption", "model", "backend", "model_args", "checkpoint", "task", "doc_key",
+                "repair_protocol"):
         if col in df.columns:
             df[col] = df[col].fillna("").astype(str)
     return df

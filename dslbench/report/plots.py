@@ -155,6 +155,9 @@ def repair_plot(cells: pd.DataFrame, path: str | Path) -> Path | None:
     if df.empty or "fix_rate" not in df.columns or "preserve_rate" not in df.columns:
         return None
     panels = sorted({(r["dataset"], r["corruption"]) for _, r in df.iterrows()})
+    if "repair_protocol" in df.columns:  # a variant is named in the legend, never shown unlabelled
+        df = df.assign(model=[m if p == "published" else f"{m} [variant {p or 'unrecorded'}]"
+                              for m, p in zip(df["model"], df["repair_protocol"])])
     models = sorted(df["model"].unique())
     colors = _colors(models)
     markers = {10: "o", 30: "s", 50: "^"}
