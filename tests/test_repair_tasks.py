@@ -170,3 +170,14 @@ def test_more_passes_are_a_named_variant(tiny_ckpt):
     backend = MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt}")
     rec = repair_records(backend, repair_nfe=3)[0]
     assert rec["repair_protocol"] == "iterative-3" and rec["nfe"] == 3 and rec["repair_passes"] == 3
+
+
+def test_an_empty_passage_is_a_clear_error(tiny_ckpt):
+    from dslbench.harness.mdm_backend import MDMLLaDA
+
+    class Req:
+        args = ("", {"repair_mode": "random", "repair_rate": 0.1})
+        repeats = 1
+
+    with pytest.raises(ValueError, match="repair passage has no tokens"):
+        MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt}").generate_until([Req()])

@@ -433,6 +433,8 @@ class DiffusionBackend(LM):
         for context in contexts:
             passage = self._strip_chat(context)
             ids = self.tokenizer(passage, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"{self.NAME}: a repair passage has no tokens (passage {passage!r}); nothing to corrupt")
             dropped = max(0, len(ids) - self.max_length)
             if dropped:
                 log.warning("%s: repair passage of %d tokens cut to max_length=%d (recorded as passage_tokens_dropped)",
