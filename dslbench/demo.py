@@ -68,7 +68,7 @@ CONTROLS = {
     "MDM-CPT + threshold (Fast-dLLM)": {"parallel": "threshold", "threshold": 0.9},
     "MDM-CPT + EB-sampler": {"parallel": "eb", "remasking": "entropy", "eb_gamma": 1.0},
 }
-DEMO_CONTROL = "MDM-CPT + EB-sampler"
+DEMO_CONTROL = "MDM-CPT + margin order"  # the sweep's best mean ROUGE-1 at NFE 8 / 16 (README)
 
 PRESETS: dict[str, DemoConfig] = {
     "demo": DemoConfig(controls=(DEMO_CONTROL,)),
