@@ -52,6 +52,14 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("mdm_llada", "softmask_llada", "dsl_llada")
+# The few-step unmasking controls of issue #17, timed like the backends on mdm_llada's checkpoint
+# (adaptive rules may stop before the budget: the overhead is per network evaluation).
+CONTROL_VARIANTS = {
+    "mdm_llada+entropy": {"remasking": "entropy"},
+    "mdm_llada+margin": {"remasking": "margin"},
+    "mdm_llada+threshold": {"parallel": "threshold", "threshold": 0.9},
+    "mdm_llada+eb": {"parallel": "eb", "remasking": "entropy", "eb_gamma": 1.0},
+}
 
 SIZES = {
     # d_model, layers, heads, mlp hidden, prompt tokens, generated tokens, NFE, noise dim
@@ -163,14 +171,14 @@ def build_checkpoints(size: dict, workdir: Path, device: torch.device) -> dict[s
     return {"mdm_llada": base, "softmask_llada": soft, "dsl_llada": dslp}
 
 
-def load_backend(name: str, ckpt: Path, size: dict, device: torch.device, batch: int = 8):
+def load_backend(name: str, ckpt: Path, size: dict, device: torch.device, batch: int = 8, extra: dict | None = None):
     from dslbench.harness.dsl_backend import DSLLLaDA
     from dslbench.harness.mdm_backend import MDMLLaDA
     from dslbench.harness.softmask_backend import SoftMaskLLaDA
 
     cls = {"mdm_llada": MDMLLaDA, "softmask_llada": SoftMaskLLaDA, "dsl_llada": DSLLLaDA}[name]
     return cls.create_from_arg_obj(
-        {"pretrained": str(ckpt), "gen_length": size["gen_length"], "nfe": size["nfe"], "device": str(device)},
+        {"pretrained": str(ckpt), "gen_length": size["gen_length"], "nfe": size["nfe"], "device": str(device), **(extra or {})},
         {"batch_size": batch},
     )
 
@@ -659,6 +667,14 @@ def table(res: dict) -> str:
         row += [f"{sm['scaling'][f'{name}.b{b}']:.2f}" for b in s["batches"]]
         row.append(f"{res['memory'][f'generate.{name}.b{ob}']:.0f}")
         lines.append("| " + " | ".join(row) + " |")
+    for name in CONTROL_VARIANTS:  # issue #17's controls (same checkpoint as mdm_llada; memory not measured)
+        if f"{name}.b{ob}" not in sm["overhead"]:
+            continue
+        row = [name, f"{sm['overhead'][f'{name}.b{ob}']:.3f}", f"{sm['overhead_vs_backbone'][f'{name}.b{ob}']:.3f}",
+               f"{sm['forward_ms'][f'{name}.b{ob}']:.1f}", f"{sm['generate_ms'][f'{name}.b{ob}']:.1f}",
+               str(sm["nfe"][f"{name}.b{ob}"])]
+        row += [f"{sm['scaling'][f'{name}.b{b}']:.2f}" for b in s["batches"]]
+        lines.append("| " + " | ".join(row) + " | - |")
     br = sm.get("dsl_breakdown")
     if br:
         lines.append("(dsl_llada: one network evaluation = converter + backbone; 'vs backbone only' leaves the "
@@ -777,6 +793,8 @@ def main(argv=None) -> int:
         ckpts = build_checkpoints(size, workdir, device)
         if "sampler" in parts:
             backends = {n: load_backend(n, ckpts[n], size, device) for n in BACKENDS}
+            backends.update({v: load_backend("mdm_llada", ckpts["mdm_llada"], size, device, extra=a)
+                             for v, a in CONTROL_VARIANTS.items()})
             res["vocab"] = backends["mdm_llada"].denoiser.vocab_size
             res["sampler"] = sampler_figures(backends, size, device)
             res["sampler_summarization"] = sampler_figures(backends, size, device, shape="summarization")

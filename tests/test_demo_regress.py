@@ -79,3 +79,20 @@ def test_compare_verdicts():
                        "m | t | words": "MISSING"}
     assert failed(table)
     assert not failed(compare({"m | t | rouge1": 40.0}, {"m | t | rouge1": 40.5}))  # within 1.0
+
+
+def test_demo_control_rows_run_on_the_control_checkpoint(tmp_path):
+    from dataclasses import replace
+
+    from dslbench.demo import CONTROLS, DEMO_CONTROL, PRESETS, matrix_config
+
+    paths = {"init": tmp_path / "init", "base": tmp_path / "base", "mdm": tmp_path / "mdm"}
+    assert PRESETS["demo"].controls == (DEMO_CONTROL,) and DEMO_CONTROL in CONTROLS
+    assert set(PRESETS["regress"].controls) == set(CONTROLS)  # regress covers every new path
+    cfg = matrix_config(PRESETS["regress"], paths, tmp_path / "out")
+    rows = {m.name: m for m in cfg.models if m.name in CONTROLS}
+    assert set(rows) == set(CONTROLS)
+    assert all(m.backend == "mdm_llada" and m.model_args["pretrained"] == str(paths["mdm"]) for m in rows.values())
+    assert {m.model_args.get("parallel", "fixed") for m in rows.values()} == {"fixed", "threshold", "eb"}
+    with pytest.raises(ValueError, match="demo control 'nope'"):
+        matrix_config(replace(PRESETS["demo"], controls=("nope",)), paths, tmp_path / "out")

@@ -175,7 +175,18 @@ def test_shipped_configs():
     pub = load_config(baselines_dir() / "leaderboard.yaml")
     assert pub.budgets == [8, 16, 32, 64, 128]
     names = [m.name for m in pub.models]
-    assert names == ["LLaDA", "LLaDA+EOS+Block", "MDM control (MDM-CPT)", "DSL-LLaDA-SDE", "Soft-mask"]
+    assert names[:6] == ["LLaDA", "LLaDA+EOS+Block", "MDM control (MDM-CPT)", "DSL-LLaDA-SDE",
+                         "DSL-LLaDA-SDE (published accounting)", "Soft-mask"]
+    by_name = {m.name: m.model_args for m in pub.models}
+    # the paper's runs (published accounting) beside the strict default, same checkpoint
+    assert by_name["DSL-LLaDA-SDE (published accounting)"]["accounting"] == "published"
+    assert "accounting" not in by_name["DSL-LLaDA-SDE"]
+    assert by_name["DSL-LLaDA-SDE (published accounting)"]["pretrained"] == by_name["DSL-LLaDA-SDE"]["pretrained"]
+    # the few-step unmasking controls of issue #17 run on the control checkpoint
+    controls = [m for m in pub.models if m.name.startswith("MDM control +")]
+    assert {m.model_args.get("parallel", "fixed") for m in controls} == {"fixed", "threshold", "eb"}
+    assert {m.model_args.get("remasking") for m in controls} >= {"entropy", "margin"}
+    assert all(m.model_args["pretrained"] == "${DSLBENCH_MDM_CPT_CKPT}" for m in controls)
     eos = pub.models[1].model_args
     assert eos["logits_eos_inf"] is True and eos["block_length"] == 32
     assert {m.backend for m in pub.models} == {"mdm_llada", "dsl_llada", "softmask_llada"}

@@ -104,3 +104,38 @@ def test_repair_request_records_ids_and_counts_one_forward(backend):
     assert len(stats["corrupted_positions"]) == max(1, int(n * 0.5))  # the released count
     with pytest.raises(ValueError, match="repair_mode='swap'; allowed: random, semantic"):
         backend.generate_until([Req("x", {**gk, "repair_mode": "swap"})])
+
+
+@pytest.mark.parametrize("extra", ["parallel=threshold,threshold=0.5", "parallel=eb,remasking=entropy,eb_gamma=0.5",
+                                   "parallel=eb,remasking=margin,block_length=8,cfg=1.0"])
+def test_adaptive_rules_record_each_sample_s_calls_within_the_cap(tiny_ckpt, extra):
+    b = MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},gen_length=16,nfe=8,batch_size=3,{extra}")
+    gk = {"return_stats": True, "until": []}
+    before = b.denoiser.nfe
+    out = b.generate_until([Req("summarize this.", gk), Req("a longer prompt with more words in it.", gk),
+                            Req("x", gk)])
+    stats = [split_stats(r)[1] for r in out]
+    batch_calls = b.denoiser.nfe - before
+    assert all(s["parallel"] == extra.split(",")[0].split("=")[1] for s in stats)
+    assert all(s["batch_nfe"] == batch_calls <= 8 for s in stats)
+    assert max(s["nfe"] for s in stats) == batch_calls  # the slowest row made every call
+    assert all(1 <= s["nfe"] <= 8 for s in stats)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ("parallel=threshold,remasking=margin", "mdm_llada: parallel=threshold.*remasking=margin"),
+        ("parallel=eb,remdm=loop", "mdm_llada: remdm=loop.*parallel=eb"),
+        ("confidence_eos_eot_inf=eot", "mdm_llada: confidence_eos_eot_inf='eot'"),
+        ("parallel=threshold,threshold=0", "mdm_llada: threshold=0.0"),
+    ],
+)
+def test_meaningless_combinations_are_refused_at_load(tiny_ckpt, args, match):
+    with pytest.raises(ValueError, match=match):
+        MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},{args}")
+
+
+def test_confidence_eos_eot_inf_values(tiny_ckpt):
+    for value in ("true", "false", "released", "both"):
+        MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},confidence_eos_eot_inf={value}")

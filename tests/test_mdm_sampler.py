@@ -171,8 +171,8 @@ def test_budget_errors_name_arguments_and_values():
         mdm_generate(oracle, prompt, gen_length=10, block_length=4, steps=5)
     with pytest.raises(ValueError, match=r"steps=5.*2 blocks"):
         mdm_generate(oracle, prompt, gen_length=10, block_length=5, steps=5)
-    with pytest.raises(ValueError, match="low_confidence, random"):
-        mdm_generate(oracle, prompt, gen_length=10, steps=10, remasking="entropy")
+    with pytest.raises(ValueError, match="low_confidence, random, entropy, margin"):
+        mdm_generate(oracle, prompt, gen_length=10, steps=10, remasking="topk")
 
 
 # ---------------------------------------------------------------- confidence rules
@@ -211,20 +211,64 @@ def test_logits_eos_inf_never_emits_eos():
     assert banned[0, 2] == 3
 
 
-def test_confidence_eos_eot_inf_orders_eos_and_eot_last():
+def _eos_order(oracle, steps=4, **kw):
+    return commit_order(run_traced(oracle, torch.tensor([[1]]), gen_length=4, steps=steps, **kw)[1])
+
+
+def test_confidence_eos_eot_inf_as_released_at_temperature_zero_removes_eos_and_eot():
+    """LLaDA's generate.py at T = 0: its noise function returns the logits tensor itself, so
+    the EOS write and the EoT write both land in the confidence softmax: both score 0."""
     target = torch.tensor([EOS, 3, EOT, 4])
     oracle = OracleDenoiser(target, confidence=torch.tensor([0.9, 0.2, 0.95, 0.3]), eos_ids=(EOS, EOT))
-    _, trace = run_traced(oracle, torch.tensor([[1]]), gen_length=4, steps=4)
-    assert commit_order(trace) == [[2], [0], [3], [1]]
-    out, trace = run_traced(oracle, torch.tensor([[1]]), gen_length=4, steps=4, confidence_eos_eot_inf=True)
-    assert commit_order(trace) == [[3], [1], [0], [2]]
+    assert _eos_order(oracle) == [[2], [0], [3], [1]]
+    for value in (True, "true", "released", "both"):
+        # 0.3 and 0.2 first; EOS and EoT tie at 0 and go by position
+        assert _eos_order(oracle, confidence_eos_eot_inf=value) == [[3], [1], [0], [2]]
+    out = mdm_generate(oracle, torch.tensor([[1]]), gen_length=4, steps=4, confidence_eos_eot_inf=True)
     assert torch.equal(out.tokens[0], target)  # still emitted, only ranked last
-    gen = torch.Generator().manual_seed(0)
-    _, trace = run_traced(
-        oracle, torch.tensor([[1]]), gen_length=4, steps=2, remasking="random",
-        confidence_eos_eot_inf=True, generator=gen,
-    )
-    assert commit_order(trace)[1] == [0, 2]
+
+
+def test_confidence_eos_eot_inf_as_released_at_positive_temperature_removes_only_eot():
+    """At T > 0 the noisy logits are a new tensor: the EOS write misses the softmax, the EoT one
+    does not. EOS keeps 0.9 / (1 - 0.1/15) (EoT's share of the rest removed) and goes first."""
+    target = torch.tensor([EOS, 3, EOT, 4])
+    oracle = OracleDenoiser(target, confidence=torch.tensor([0.9, 0.2, 0.95, 0.3]), eos_ids=(EOS, EOT))
+    kw = dict(temperature=0.05)  # sharp enough that the Gumbel draw keeps every argmax
+    gen = lambda: torch.Generator().manual_seed(0)
+    assert _eos_order(oracle, confidence_eos_eot_inf=True, generator=gen(), **kw) == [[0], [3], [1], [2]]
+    assert _eos_order(oracle, confidence_eos_eot_inf="both", generator=gen(), **kw) == [[3], [1], [0], [2]]
+    assert _eos_order(oracle, generator=gen(), **kw) == [[2], [0], [3], [1]]
+
+    from dslbench.diffusion.mdm import _propose
+
+    probs = torch.full((1, 1, V), 0.1 / (V - 1), dtype=torch.float64)
+    probs[..., EOS] = 0.9  # EoT and every other id hold 0.1 / 15
+    logits = torch.log(probs)
+    common = dict(remasking="low_confidence", eos_id=EOS, rank_removed_last=False, logits_eos_inf=False)
+    _, p_hot, _, _ = _propose(logits, temperature=0.05, removed=torch.tensor([EOT]), generator=gen(), **common)
+    assert p_hot.item() == pytest.approx(0.9 / (1 - 0.1 / 15), rel=1e-6)
+    x0, p_cold, _, _ = _propose(logits, temperature=0.0, removed=torch.tensor([EOS, EOT]), generator=None, **common)
+    assert x0.item() == EOS and p_cold.item() == 0.0
+
+
+def test_confidence_eos_eot_inf_with_random_remasking():
+    """Released: random confidences are uniform draws, the option changes nothing. ``both``:
+    positions proposing EOS / EoT rank below every draw."""
+    target = torch.tensor([EOS, 3, EOT, 4])
+    oracle = OracleDenoiser(target, confidence=torch.tensor([0.9, 0.2, 0.95, 0.3]), eos_ids=(EOS, EOT))
+    for seed in range(5):
+        kw = dict(steps=2, remasking="random")
+        plain = _eos_order(oracle, generator=torch.Generator().manual_seed(seed), **kw)
+        released = _eos_order(oracle, confidence_eos_eot_inf=True, generator=torch.Generator().manual_seed(seed), **kw)
+        both = _eos_order(oracle, confidence_eos_eot_inf="both", generator=torch.Generator().manual_seed(seed), **kw)
+        assert released == plain
+        assert both[1] == [0, 2]
+
+
+def test_confidence_eos_eot_inf_rejects_unknown_values():
+    oracle = OracleDenoiser(torch.tensor([3, 4]))
+    with pytest.raises(ValueError, match="confidence_eos_eot_inf='eot'.*released.*both"):
+        mdm_generate(oracle, torch.tensor([[1]]), gen_length=2, steps=2, confidence_eos_eot_inf="eot")
 
 
 # ---------------------------------------------------------------- classifier-free guidance
@@ -321,7 +365,7 @@ def test_greedy_fast_path_is_bit_identical_to_the_general_float64_path(scale):
     full[1, 4, :] = 2.5  # a row of ties: the first index wins in both
     logits = full[:, 2:]  # a sliced view, as the sampler passes it
     fast = _greedy_float64(logits)
-    general = _proposal_float64(logits, 0.0, 1, torch.tensor([1]), False, False, None)
+    general = _proposal_float64(logits, 0.0, 1, torch.tensor([], dtype=torch.long), False, None)
     assert torch.equal(fast[0], general[0])
     assert torch.equal(fast[1], general[1])
     assert fast[1].dtype == torch.float64
@@ -334,10 +378,256 @@ def test_proposal_on_masked_rows_only_matches_the_full_proposal_there():
     g = torch.Generator().manual_seed(5)
     logits = (torch.randn(2, 7, 40, generator=g) * 4)[:, 1:]  # a sliced view, as in the sampler
     rows = torch.rand(2, 6, generator=g) < 0.5
-    kw = dict(temperature=0.0, remasking="low_confidence", eos_id=1, eos_ids=torch.tensor([1]),
-              logits_eos_inf=False, confidence_eos_eot_inf=False, generator=None)
-    full = _propose(logits, **kw)
-    part = _propose(logits, **kw, rows=rows)
-    for a, b in zip(full, part):
-        assert torch.equal(a[rows], b[rows])
+    for remasking in ("low_confidence", "entropy", "margin"):
+        for removed in (torch.tensor([], dtype=torch.long), torch.tensor([1, 3])):
+            kw = dict(temperature=0.0, remasking=remasking, eos_id=1, removed=removed, rank_removed_last=True,
+                      logits_eos_inf=False, generator=None, need_entropy=True)
+            full = _propose(logits, **kw)
+            part = _propose(logits, **kw, rows=rows)
+            for a, b in zip(full, part):
+                assert torch.equal(a[rows], b[rows])
     assert torch.equal(part[1][~rows], torch.zeros(int((~rows).sum()), dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- token identity with the release
+
+
+def _released_generate(denoiser, prompt, *, steps, gen_length, block_length, logits_eos_inf, confidence_eos_eot_inf):
+    """LLaDA's released ``generate`` at temperature 0 (one row, no CFG), re-expressed over the
+    seam from reading ML-GSAI/LLaDA generate.py: EOS logit banned before the argmax with
+    ``logits_eos_inf``; with ``confidence_eos_eot_inf`` the EOS and EoT columns are set to -inf
+    after it (at T = 0 both writes reach the confidence softmax); top-k over the current block."""
+    eos, eot = denoiser.eos_ids
+    p_len = prompt.shape[1]
+    x = torch.cat([prompt, torch.full((1, gen_length), MASK)], dim=1)
+    n_blocks = gen_length // block_length
+    for b in range(n_blocks):
+        lo, hi = p_len + b * block_length, p_len + (b + 1) * block_length
+        counts = transfer_schedule((x[:, lo:hi] == MASK).sum(1), steps // n_blocks)
+        for i in range(steps // n_blocks):
+            masked = x == MASK
+            logits = denoiser.forward(denoiser.embed(x), None).to(torch.float64)
+            if logits_eos_inf:
+                logits[..., eos] = float("-inf")
+            x0 = logits.argmax(-1)
+            if confidence_eos_eot_inf:
+                logits[..., eos] = float("-inf")
+                logits[..., eot] = float("-inf")
+            conf = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
+            conf[:, hi:] = float("-inf")
+            conf = torch.where(masked, conf, torch.tensor(float("-inf"), dtype=torch.float64))
+            pick = torch.topk(conf[0], int(counts[0, i])).indices
+            x[0, pick] = x0[0, pick]
+    return x[:, p_len:]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("eos_inf, conf_inf", [(False, False), (False, True), (True, True), (True, False)])
+def test_token_identical_to_released_generate_at_temperature_zero(seed, eos_inf, conf_inf):
+    base = RandomDenoiser(seed, eos_ids=(EOS, EOT), scale=4.0)
+    # RandomDenoiser ignores positions (every mask reads alike); a fixed per-position offset
+    # breaks the ties, whose order torch.topk leaves unspecified.
+    offset = torch.randn(15, V, generator=torch.Generator().manual_seed(100 + seed))
+    den = FunctionDenoiser(lambda ids, m, c: base.forward(base.embed(ids), m) + offset[: ids.shape[1]],
+                           eos_ids=(EOS, EOT))
+    prompt = torch.tensor([[1, 2, 3]])
+    kw = dict(steps=6, gen_length=12, block_length=4)
+    ours = mdm_generate(den, prompt, logits_eos_inf=eos_inf, confidence_eos_eot_inf=conf_inf, **kw).tokens
+    ref = _released_generate(den, prompt, logits_eos_inf=eos_inf, confidence_eos_eot_inf=conf_inf, **kw)
+    assert torch.equal(ours, ref)
+
+
+# ---------------------------------------------------------------- orders and parallel decoding (#17)
+
+
+def _table_denoiser(probs):
+    """A seam whose generated span reads the probability table ``probs`` ``[G, V]`` at every call."""
+    table = torch.log(torch.as_tensor(probs, dtype=torch.float64)).to(torch.float32)
+
+    def fn(ids, attention_mask, call_index):
+        out = torch.zeros(*ids.shape, V)
+        out[:, -table.shape[0]:] = table
+        return out
+
+    return FunctionDenoiser(fn)
+
+
+def _row(top, second=None):
+    """A distribution with ``top`` on id 0, ``second`` on id 1 and the rest spread evenly over ids
+    2..V-2 (the mask id gets nothing)."""
+    p = torch.zeros(V, dtype=torch.float64)
+    p[0] = top
+    rest = 1 - top
+    if second is not None:
+        p[1] = second
+        rest -= second
+    others = list(range(1 if second is None else 2, V - 1))
+    p[others] = rest / len(others)
+    return p
+
+
+# Four positions, each proposing id 0. By hand (nats), e.g. pos 0:
+# 0.5 ln 2 + 0.45 ln(1/0.45) + 0.05 ln(13/0.05) = 0.347 + 0.359 + 0.278 = 0.98
+#   pos 0: 0.5 / 0.45 / 0.05 over 13 ids   margin 0.05,   entropy 0.98  (a close pair)
+#   pos 1: 0.6 / 0.4 over 14 ids           margin ~0.571, entropy 1.73
+#   pos 2: 0.95 / 0.05 over 14 ids         margin ~0.946, entropy 0.33
+#   pos 3: 0.7 / 0.05 / 0.25 over 13 ids   margin 0.65,   entropy 1.39
+TABLE = torch.stack([_row(0.5, 0.45), _row(0.6), _row(0.95), _row(0.7, 0.05)])
+
+
+def _entropy(p):
+    p = p[p > 0]
+    return float(-(p * p.log()).sum())
+
+
+def test_table_entropies_and_margins_by_hand():
+    assert [round(_entropy(p), 2) for p in TABLE] == [0.98, 1.73, 0.33, 1.39]
+    margins = [float(p.topk(2).values[0] - p.topk(2).values[1]) for p in TABLE]
+    assert margins == pytest.approx([0.05, 0.6 - 0.4 / 14, 0.95 - 0.05 / 14, 0.65])
+
+
+@pytest.mark.parametrize(
+    "remasking, order",
+    [
+        ("low_confidence", [[2], [3], [1], [0]]),  # p(x0): 0.95 > 0.7 > 0.6 > 0.5
+        ("entropy", [[2], [0], [3], [1]]),  # lowest entropy first: 0.33 < 0.98 < 1.39 < 1.73
+        ("margin", [[2], [3], [1], [0]]),  # largest margin first: 0.946 > 0.65 > 0.571 > 0.05
+    ],
+)
+def test_orders_by_hand(remasking, order):
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, remasking=remasking)
+    assert commit_order(trace) == order
+
+
+def test_margin_and_entropy_orders_differ_where_the_runner_up_is_close():
+    # pos 0 holds 0.5 but shares the mass with one rival: low entropy, tiny margin
+    table = torch.stack([_row(0.5, 0.45), _row(0.6)])
+    by = lambda r: commit_order(run_traced(_table_denoiser(table), torch.tensor([[1]]), gen_length=2, steps=2,
+                                           remasking=r)[1])
+    assert by("entropy") == [[0], [1]]
+    assert by("margin") == [[1], [0]]
+
+
+def _parallel(rule, **kw):
+    from dslbench.diffusion.mdm import ParallelConfig
+
+    return ParallelConfig(rule, **kw)
+
+
+def test_threshold_commits_every_position_at_or_above_it_and_at_least_one():
+    den = _table_denoiser(TABLE)
+    out, trace = run_traced(den, torch.tensor([[1]]), gen_length=4, steps=4, parallel=_parallel("threshold", threshold=0.65))
+    # step 1: 0.95 and 0.7 clear 0.65; step 2: nothing does, the best (0.6) goes; step 3: 0.5
+    assert commit_order(trace) == [[2, 3], [1], [0]]
+    assert out.nfe == 3 and out.row_nfe == (3,) and out.steps == 3
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4,
+                          parallel=_parallel("threshold", threshold=0.5))
+    assert commit_order(trace) == [[0, 1, 2, 3]]
+
+
+def test_eb_commits_the_longest_prefix_whose_entropy_sum_minus_max_fits():
+    h = sorted(_entropy(p) for p in TABLE)  # entropy order: 0.33, 0.98, 1.39, 1.73 (pos 2, 0, 3, 1)
+    # gamma between h0 and h0 + h1: the prefix {2, 0} has sum - max = h0 <= gamma, adding pos 3 gives h0 + h1
+    gamma = h[0] + 0.5 * h[1]
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, remasking="entropy",
+                          parallel=_parallel("eb", eb_gamma=gamma))
+    # step 2: {3, 1} remain; sum - max = h(pos 3) = 1.39 > gamma: one position
+    assert commit_order(trace) == [[0, 2], [3], [1]]
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, remasking="entropy",
+                          parallel=_parallel("eb", eb_gamma=0.0))
+    assert commit_order(trace) == [[2], [0], [3], [1]]  # gamma 0: one position a step
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, remasking="entropy",
+                          parallel=_parallel("eb", eb_gamma=sum(h[:3]) + 1e-4))
+    assert commit_order(trace) == [[0, 1, 2, 3]]  # the whole sum minus the largest fits
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, remasking="entropy",
+                          parallel=_parallel("eb", eb_gamma=sum(h[:3]) - 1e-4))
+    assert commit_order(trace)[0] == [0, 2, 3]  # just below it: the largest-entropy position waits
+
+
+def test_eb_follows_the_chosen_order():
+    h = {i: _entropy(p) for i, p in enumerate(TABLE)}
+    # margin order 2, 3, 1, 0: {2, 3} costs h2 (max is h3); adding 1 costs h2 + h3 (max is h1)
+    gamma = h[2] + 0.5 * h[3]
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, remasking="margin",
+                          parallel=_parallel("eb", eb_gamma=gamma))
+    assert commit_order(trace)[0] == [2, 3]
+
+
+@pytest.mark.parametrize("steps, per_step", [(2, [2, 2]), (3, [2, 1, 1]), (1, [4]), (6, [1, 1, 1, 1])])
+def test_cap_forces_completion_within_the_budget(steps, per_step):
+    """gamma 0 wants one position a step; with fewer steps than masks the floor ceil(m / left)
+    takes over: 4 masks in 3 steps -> ceil(4/3) = 2, then ceil(2/2) = 1, then 1."""
+    _, trace = run_traced(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=steps, remasking="entropy",
+                          parallel=_parallel("eb", eb_gamma=0.0))
+    assert commit_counts(trace) == [[k] for k in per_step]
+
+
+def test_cap_keeps_a_step_for_every_later_block():
+    # 2 blocks of 4 in 3 steps: block 0 may use 3 - 1 = 2 steps (2, 2), block 1 gets the last (4)
+    table = torch.cat([TABLE, TABLE])
+    out, trace = run_traced(_table_denoiser(table), torch.tensor([[1]]), gen_length=8, block_length=4, steps=3,
+                            remasking="entropy", parallel=_parallel("eb", eb_gamma=0.0))
+    assert commit_counts(trace) == [[2], [2], [4]]
+    assert [s.block for s in trace] == [0, 1, 1]
+    assert out.nfe == 3 and not (out.tokens == MASK).any()
+    with pytest.raises(ValueError, match=r"steps=1.*2 blocks"):
+        mdm_generate(_table_denoiser(table), torch.tensor([[1]]), gen_length=8, block_length=4, steps=1,
+                     parallel=_parallel("threshold"))
+
+
+def test_batch_rows_advance_on_their_own_and_count_their_own_calls():
+    sure = torch.stack([_row(0.99)] * 4)  # every position clears the threshold at once
+    table = torch.stack([sure, TABLE])
+
+    def fn(ids, attention_mask, call_index):
+        out = torch.zeros(*ids.shape, V)
+        out[:, -4:] = torch.log(table).to(torch.float32)
+        return out
+
+    out = mdm_generate(FunctionDenoiser(fn), torch.tensor([[1], [2]]), gen_length=4, steps=4,
+                       parallel=_parallel("threshold", threshold=0.65))
+    assert out.row_nfe == (1, 3)  # row 0 is done after one call; row 1 needs three
+    assert out.nfe == 3 and out.steps == 3  # the batch's calls: its slowest row's
+
+
+def test_cfg_counts_two_calls_per_adaptive_step():
+    out = mdm_generate(FunctionDenoiser(prompt_aware), torch.tensor([[7]]), gen_length=4, steps=2, cfg_scale=1.0,
+                       parallel=_parallel("threshold", threshold=0.99))
+    assert out.steps == 2 and out.nfe == 4 and out.row_nfe == (4,)
+    assert not (out.tokens == MASK).any()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(remasking="random", parallel="threshold"), "parallel=threshold.*remasking=low_confidence.*remasking=random"),
+        (dict(remasking="entropy", parallel="threshold"), "parallel=threshold.*remasking=entropy"),
+        (dict(remasking="random", parallel="eb"), "parallel=eb.*remasking=random"),
+        (dict(parallel="eb", remdm="cap"), "remdm=cap.*parallel=eb"),
+    ],
+)
+def test_meaningless_combinations_are_refused_naming_both_args(kw, match):
+    from dslbench.diffusion.remdm import RemdmConfig
+
+    parallel = _parallel(kw.pop("parallel"))
+    remdm = RemdmConfig(kw.pop("remdm")) if "remdm" in kw else None
+    with pytest.raises(ValueError, match=match):
+        mdm_generate(_table_denoiser(TABLE), torch.tensor([[1]]), gen_length=4, steps=4, parallel=parallel,
+                     remdm=remdm, **kw)
+
+
+def test_parallel_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="parallel='greedy'"):
+        _parallel("greedy")
+    with pytest.raises(ValueError, match="threshold=1.5"):
+        _parallel("threshold", threshold=1.5)
+    with pytest.raises(ValueError, match="eb_gamma=-1"):
+        _parallel("eb", eb_gamma=-1.0)
+
+
+def test_fixed_rule_is_the_default_and_unchanged():
+    den = RandomDenoiser(2)
+    prompt = torch.tensor([[1, 2, 3]])
+    a = mdm_generate(den, prompt, gen_length=8, steps=4, block_length=4)
+    b = mdm_generate(den, prompt, gen_length=8, steps=4, block_length=4, parallel=_parallel("fixed"))
+    assert torch.equal(a.tokens, b.tokens) and a.row_nfe == (4,)

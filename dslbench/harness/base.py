@@ -51,7 +51,9 @@ _REPAIR_KEYS = {"repair_mode", "repair_rate", "repair_seed", "repair_nfe"}
 @dataclass
 class SampleResult:
     tokens: torch.Tensor  # [B, gen_length] generated span
-    nfe: int  # denoiser calls made for this batch (each call evaluates every row once)
+    # denoiser calls made for this batch (each call evaluates every row once), or one count per
+    # row when rows stop at different times (adaptive samplers: the calls each row needed)
+    nfe: int | tuple[int, ...]
     extra: dict
 
 
@@ -367,12 +369,12 @@ class DiffusionBackend(LM):
         decoded = [self._decode(row) for row in result.tokens]
         seconds = (time.perf_counter() - start) / len(contexts)
         texts = []
-        for text, n_tokens in decoded:
+        for row, (text, n_tokens) in enumerate(decoded):
             text = self._cut_until(text, opts["until"])
             if opts["return_stats"]:
                 stats = {
                     "backend": self.NAME,
-                    "nfe": result.nfe,
+                    "nfe": result.nfe[row] if isinstance(result.nfe, tuple) else result.nfe,
                     "gen_tokens": n_tokens,
                     "gen_length": gen_length,
                     "seconds": seconds,

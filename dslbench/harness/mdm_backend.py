@@ -3,6 +3,10 @@
 Paper baselines as model args: "LLaDA" = the defaults (low_confidence, temperature 0, one
 block of the whole generation, steps = NFE); "LLaDA+EOS+Block" = ``logits_eos_inf=true,
 block_length=32``.
+
+Few-step controls (#17): ``remasking=entropy|margin`` (Dream's orders), ``parallel=threshold``
+(Fast-dLLM) and ``parallel=eb`` (EB-sampler), under the same hard NFE cap; with an adaptive rule
+each sample records the calls it needed (``nfe``) and the batch's calls (``batch_nfe``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,15 @@ from __future__ import annotations
 import torch
 from lm_eval.api.registry import register_model
 
-from dslbench.diffusion.mdm import mdm_generate, steps_for_budget
+from dslbench.diffusion.mdm import (
+    PARALLEL_RULES,
+    REMASKING_RULES,
+    ParallelConfig,
+    check_combination,
+    eos_confidence_mode,
+    mdm_generate,
+    steps_for_budget,
+)
 from dslbench.diffusion.remdm import RemdmConfig
 from dslbench.harness.args import Arg
 from dslbench.harness.base import DiffusionBackend, SampleResult
@@ -20,16 +32,28 @@ MDM_ARGS: dict[str, Arg] = {
     "steps": Arg(None, int, help="explicit step count (overrides the nfe budget)"),
     "gen_length": Arg(128, int, help="generated tokens (masked canvas length)"),
     "block_length": Arg(None, int, help="semi-autoregressive block length (default: gen_length, one block)"),
-    "remasking": Arg("low_confidence", str, ("low_confidence", "random")),
+    "remasking": Arg("low_confidence", str, REMASKING_RULES, help=(
+        "order of commits: low_confidence / random (LLaDA), entropy (lowest entropy first, Dream's "
+        "'entropy') or margin (largest top-1 minus top-2 probability first, Dream's 'topk_margin')")),
     "temperature": Arg(0.0, float, help="Gumbel-max temperature (float64 noise); 0 = argmax"),
     "cfg": Arg(0.0, float, help="classifier-free guidance scale (prompt masked in the unconditional pass)"),
     "logits_eos_inf": Arg(False, bool, help="EOS logit set to -inf"),
-    "confidence_eos_eot_inf": Arg(False, bool, help="EOS / EoT never win confidence"),
+    "confidence_eos_eot_inf": Arg(False, None, help=(
+        "true (= released): as LLaDA's generate.py, EOS and EoT leave the confidence softmax at "
+        "temperature 0, only EoT at temperature > 0, nothing with random remasking; both: every "
+        "EOS / EoT id leaves it in every case and ranks last (stricter than the release)")),
     "remdm": Arg("none", str, ("none", "cap", "rescale", "conf", "loop"), "ReMDM remasking strategy"),
     "remdm_eta": Arg(0.02, float),
     "remdm_t_on": Arg(0.55, float),
     "remdm_t_off": Arg(0.05, float),
     "remdm_alpha_on": Arg(0.9, float),
+    "parallel": Arg("fixed", str, PARALLEL_RULES, help=(
+        "positions committed per step: fixed (LLaDA's schedule), threshold (Fast-dLLM: every masked "
+        "position of the block with probability >= threshold, at least one) or eb (EB-sampler: the "
+        "longest prefix of the order whose entropy sum minus its max is <= eb_gamma); adaptive rules "
+        "stop early and never exceed nfe")),
+    "threshold": Arg(0.9, float, help="parallel=threshold: probability a position needs (Fast-dLLM's default 0.9)"),
+    "eb_gamma": Arg(0.1, float, help="parallel=eb: entropy budget in nats (0: one position a step)"),
 }
 
 
@@ -38,16 +62,31 @@ class MDMLLaDA(DiffusionBackend):
     NAME = "mdm_llada"
     SAMPLER_ARGS = MDM_ARGS
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._unmasking(self.args)  # refuse a bad default before any request runs
+
+    def _unmasking(self, opts: dict) -> tuple[str, ParallelConfig, RemdmConfig | None]:
+        """The EOS mode, the parallel rule and ReMDM of a request, checked together."""
+        try:
+            mode = eos_confidence_mode(opts["confidence_eos_eot_inf"])
+            parallel = ParallelConfig(opts["parallel"], threshold=opts["threshold"], eb_gamma=opts["eb_gamma"])
+            remdm = None
+            if opts["remdm"] != "none":
+                remdm = RemdmConfig(
+                    strategy=opts["remdm"], eta=opts["remdm_eta"], t_on=opts["remdm_t_on"],
+                    t_off=opts["remdm_t_off"], alpha_on=opts["remdm_alpha_on"],
+                )
+            check_combination(opts["remasking"], parallel, remdm)
+        except ValueError as err:
+            raise ValueError(f"{self.NAME}: {err}") from None
+        return mode, parallel, remdm
+
     def _run_mdm(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator, **sampler_extra) -> SampleResult:
         """``mdm_generate`` with this request's options; ``sampler_extra`` reaches the sampler
         (soft-masking passes its ``input_embeds_fn`` here)."""
         steps = opts["steps"] or steps_for_budget(opts["nfe"], opts["cfg"])
-        remdm = None
-        if opts["remdm"] != "none":
-            remdm = RemdmConfig(
-                strategy=opts["remdm"], eta=opts["remdm_eta"], t_on=opts["remdm_t_on"],
-                t_off=opts["remdm_t_off"], alpha_on=opts["remdm_alpha_on"],
-            )
+        eos_mode, parallel, remdm = self._unmasking(opts)
         out = mdm_generate(
             self._seam(prompt_ids.shape[1]),
             prompt_ids,
@@ -59,15 +98,21 @@ class MDMLLaDA(DiffusionBackend):
             cfg_scale=opts["cfg"],
             remasking=opts["remasking"],
             logits_eos_inf=opts["logits_eos_inf"],
-            confidence_eos_eot_inf=opts["confidence_eos_eot_inf"],
+            confidence_eos_eot_inf=eos_mode,
             remdm=remdm,
+            parallel=parallel,
             generator=generator,
             **sampler_extra,
         )
         budget = None if opts["steps"] else opts["nfe"]
         if budget is not None and out.nfe > budget:
             raise RuntimeError(f"{self.NAME} used {out.nfe} forward passes, over the budget nfe={budget}")
-        return SampleResult(out.tokens, out.nfe, {"steps": out.steps, "block_length": opts["block_length"] or opts["gen_length"]})
+        extra = {"steps": out.steps, "block_length": opts["block_length"] or opts["gen_length"]}
+        if parallel.rule == "fixed":
+            return SampleResult(out.tokens, out.nfe, extra)
+        # Rows stop at different steps: each sample records the calls it needed, the batch's too.
+        extra.update({"parallel": parallel.rule, "batch_nfe": out.nfe})
+        return SampleResult(out.tokens, out.row_nfe, extra)
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
         return self._run_mdm(prompt_ids, prompt_mask, opts, generator)
