@@ -389,14 +389,17 @@ class DSLObjective(Objective):
     def add_arguments(cls, parser) -> None:
         g = parser.add_argument_group("dsl objective (defaults: the released DSL-LLaDA training)")
         g.add_argument("--noise-dim", type=int, default=100,
-                       help="noise embedding dimension d (default 100, the published checkpoint's)")
+                       help="noise embedding dimension d (default 100, the published DSL-LLaDA-Beta1 checkpoint's; "
+                       "the released train_dsl.sh uses 48)")
         g.add_argument("--beta-init", type=float, default=2.0,
                        help="initial converter beta (default 2.0, DESIGN.md; the released script's own default is "
                        "5.0 and the published DSL-LLaDA-Beta1 checkpoint was trained from 1.0)")
         g.add_argument("--noise-seed", type=int, default=0, help="seed of the frozen noise embedding")
         g.add_argument("--roar-prob", type=float, default=0.1, help="share of smoothed random-order SNR draws")
         g.add_argument("--lognormal-per", default="token",
-                       help="token (DESIGN.md; the authors' per-token runs) or sequence (dsl_llada/core's sampler)")
+                       help="token (default: DESIGN.md and the release's top-level dsl_modules.py, used by the runs its "
+                       "registry calls per-token) or sequence (dsl_llada/core/dsl_modules.py, which the released "
+                       "training script imports): the release is ambiguous here")
         g.add_argument("--dsl-prompt", default="noised",
                        help="noised (released: the prompt goes through the channel and the converter like the "
                        "response) or clean (departure: clean token embeddings, the way the sampler feeds the "

@@ -42,16 +42,19 @@ Against the released code (IBM's soft-masking repository, ``coding/train``: ``Tr
   ``logit(0, eps=1e-6)`` = 1e-6, centre -0.75, steepness 6.66 (the configs; the dataclass
   default is 10/1.5); k = 1 for Dream (the configs), 3 for the 169M model;
 - share of soft-masked batches: one draw per batch (the trainer's ``_do_softmasking``), with
-  ``softmasking_prob`` 0.5 in every released config (the dataclass default, 0.8, is overridden);
+  ``softmasking_prob`` 0.5 in every released Dream config (the dataclass default, 0.8, is
+  overridden); the 169M runs (``language/``, k = 3) use 0.8 (``--softmask-prob 0.8``);
 - optimiser: the trainer's own AdamW, base group at the run's learning rate, the scalars at 1e-2,
-  weight decay 0 on both groups.
+  weight decay 0 on both groups (the 169M runs: scalars at 0.01 in their scripts, over a
+  config default of 1e-3; weight decay 0).
 
 Not taken over (the loop's recipe, not the objective's; say so when comparing): the release
 draws one masking time per batch ``t ~ U[0.2, 0.8]`` and weights the token-mean cross-entropy
 by ``1/t`` (here the ``mdm`` loss: one ``t ~ U(0, 1)`` per row, LLaDA's per-row normalisation);
 it fine-tunes DoRA adapters (r 16 on q/k/v/o) rather than the full backbone, with a cosine
-schedule and a gradient clip of 7. The 169M ``language/`` code of the release was not checked
-for its soft-masking share (its fork's later commits are the fork's own experiments).
+schedule and a gradient clip of 7. Ambiguous in the code: the Dream trainer's dataclass
+defaults (p_sm 0.8, k 3, steepness 10/1.5) differ from the configs it was run with (0.5, 1,
+6.66); the configs are taken as the released values.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ class SoftMaskObjective(MDMObjective):
         g.add_argument("--softmask-k", type=int, default=SOFTMASK_K,
                        help="top-k predictions blended into a masked position (1: Dream, 3: the 169M model; default 1)")
         g.add_argument("--softmask-prob", type=float, default=SOFTMASK_PROB,
-                       help="p_sm: probability of the two-pass soft-masked step (default 0.5, every released config)")
+                       help="p_sm: probability of the two-pass soft-masked step (default 0.5, the released Dream runs; "
+                       "the released 169M runs use 0.8)")
         g.add_argument("--softmask-per", default="batch",
                        help="draw p_sm per micro-batch (batch, default, as released) or per sequence (sequence, a departure)")
         g.add_argument("--softmask-lr", type=float, default=SOFTMASK_LR,
