@@ -232,3 +232,26 @@ def test_converter_bias_keeps_the_linear_default_init_unless_zero(tiny_dir):
     assert bias.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.5)
     module, _, _ = _module(tiny_dir, noise_dim=8, converter_bias_init="zero")
     assert module.extras["dsl"].converter.backbone_embedding.bias.abs().max().item() == 0.0
+
+
+def test_released_options_resume_bit_identically_and_load(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from dslbench.models.dsl_checkpoint import LORA_KEYS, load_dsl_checkpoint
+    from dslbench.training.loop import AdaptConfig, run_adapt
+
+    def cfg(out, steps, resume=False):
+        options = {"noise_dim": 8, "head_lora_rank": 4, "converter_grad_scale": 25.0}
+        return AdaptConfig(base=str(tiny_dir), out=str(out), objective="dsl", data="synth:16", max_steps=steps,
+                           batch_size=4, seq_len=96, response_len=16, warmup_steps=0, lr=3e-3, save_every=2,
+                           progress=False, seed=0, resume=resume, objective_options=options)
+
+    run_adapt(cfg(tmp_path / "ref", 4))
+    run_adapt(cfg(tmp_path / "split", 2))
+    run_adapt(cfg(tmp_path / "split", 4, resume=True))
+    ref, split = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ref", "split"))
+    assert sorted(ref) == sorted(split) and set(LORA_KEYS) <= set(ref)
+    assert all(torch.equal(ref[k], split[k]) for k in ref)
+    model, _, _, _, dsl_cfg = load_dsl_checkpoint(tmp_path / "ref", dtype="float32", device="cpu")
+    assert dsl_cfg["ffout_lora"]["rank"] == 4 and dsl_cfg["ffout_lora_alpha"] == 128.0
+    assert dsl_cfg["adapt"]["seed"] == 0
