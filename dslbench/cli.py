@@ -128,8 +128,9 @@ def _add_adapt_parser(sub, objective_args: bool) -> None:
         "adapt",
         help="adapt a base checkpoint (DSL, the masked-diffusion control, ...) into an evaluable checkpoint",
         description="Adaptation script. Defaults follow the published recipe: 1,000 steps, AdamW lr 2e-5, "
-        "100 warm-up steps then constant, weight decay 0.1, grad clip 1.0, bf16 on GPUs (fp32 on CPU), "
-        "output head and noise embedding frozen for dsl. Run it as is on a CPU, or under "
+        "100 warm-up steps then constant, weight decay 0.1 (the released Trainer's parameter rule), grad clip 1.0, "
+        "bf16 on GPUs (fp32 on CPU), output head and noise embedding frozen for dsl, prompt noised like the "
+        "response, loss a token mean over the micro-batch. Run it as is on a CPU, or under "
         "`accelerate launch --config_file $(python -c 'import dslbench.training as t; print(t.config_path(\"deepspeed_zero2\"))') "
         "-m dslbench.cli adapt ...` on GPUs.",
     )
@@ -141,7 +142,12 @@ def _add_adapt_parser(sub, objective_args: bool) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest resume state")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
     p.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps, then constant (default 100)")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.1,
+                   help="AdamW weight decay on the parameters --weight-decay-params names (default 0.1)")
+    p.add_argument("--weight-decay-params", default="auto",
+                   help="which parameters decay: released (the released HF Trainer's rule: all but biases and "
+                   "norms, scalars included), matrices (tensors of 2+ dimensions only), none; auto (default): "
+                   "released for dsl, matrices for mdm, none for softmask (the soft-masking release decays nothing)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip, 0 disables (default 1.0)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch per process (default 8)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")

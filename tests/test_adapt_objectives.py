@@ -135,8 +135,9 @@ def _batch(tokenizer, info):
     return collate_pairs(pairs, ids, seq_len=512, response_len=24)
 
 
-def test_dsl_step_float32_response_only_and_frozen_parameters(tiny):
-    module, tokenizer, info = _module(tiny, "dsl", noise_dim=16)
+@pytest.mark.parametrize("prompt", ["noised", "clean"])
+def test_dsl_step_float32_response_only_and_frozen_parameters(tiny, prompt):
+    module, tokenizer, info = _module(tiny, "dsl", noise_dim=16, dsl_prompt=prompt)
     dsl = module.extras["dsl"]
     batch = _batch(tokenizer, info)
     captured = {}
@@ -159,11 +160,18 @@ def test_dsl_step_float32_response_only_and_frozen_parameters(tiny):
     resp = batch.response_mask
     assert gl[~resp].abs().max().item() == 0.0
     assert (gl[resp].abs().sum(dim=-1) > 0).all()
-    # Prompt inputs are the clean token embeddings; response inputs come from the converter.
+    # Response inputs come from the converter; prompt inputs too by default (released: the
+    # prompt is noised like the response), the clean token embeddings with dsl_prompt=clean.
     clean = module.embed(batch.input_ids)
-    prompt = batch.prompt_mask
-    assert torch.equal(captured["inputs"][prompt], clean[prompt])
+    prompt_pos = batch.prompt_mask
+    pad = ~batch.attention_mask.bool()
+    assert pad.any() and prompt_pos.any()
     assert not torch.allclose(captured["inputs"][resp], clean[resp])
+    assert torch.equal(captured["inputs"][pad], clean[pad])
+    if prompt == "clean":
+        assert torch.equal(captured["inputs"][prompt_pos], clean[prompt_pos])
+    else:
+        assert not torch.isclose(captured["inputs"][prompt_pos], clean[prompt_pos]).all(dim=-1).any()
 
     # Noise embedding and output head: frozen, no gradient. Converter and backbone: gradient.
     assert not dsl.noise_embed.weight.requires_grad and dsl.noise_embed.weight.grad is None
@@ -171,7 +179,11 @@ def test_dsl_step_float32_response_only_and_frozen_parameters(tiny):
     assert head and all(not p.requires_grad and p.grad is None for p in head)
     for p in dsl.converter.parameters():
         assert p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0
-    assert module.backbone.get_input_embeddings().weight.grad.abs().sum() > 0
+    wte_grad = module.backbone.get_input_embeddings().weight.grad
+    if prompt == "clean":
+        assert wte_grad.abs().sum() > 0
+    else:  # no gradient reaches the token embedding, but it is a zero tensor: AdamW still steps it
+        assert wte_grad is not None and wte_grad.abs().max().item() == 0.0
     assert module.backbone.model.transformer.blocks[0].q_proj.weight.grad.abs().sum() > 0
 
 

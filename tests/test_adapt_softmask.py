@@ -70,10 +70,11 @@ def _grads(module) -> dict[str, torch.Tensor]:
 def test_registered_options_and_errors():
     obj = make_objective("softmask")
     assert isinstance(obj, MDMObjective) and obj.name == "softmask"
-    assert (obj.k, obj.prob, obj.per, obj.lr) == (1, 0.8, "batch", 1e-3)
-    assert not obj.freeze_head
+    # the released values: p_sm 0.5 drawn per batch, scalar lr 1e-2, no weight decay
+    assert (obj.k, obj.prob, obj.per, obj.lr) == (1, 0.5, "batch", 1e-2)
+    assert not obj.freeze_head and obj.weight_decay_rule == "none"
     cfg = obj.config()
-    assert cfg["softmask_k"] == 1 and cfg["softmask_prob"] == 0.8 and cfg["loss_weight"] == "inv_p"
+    assert cfg["softmask_k"] == 1 and cfg["softmask_prob"] == 0.5 and cfg["loss_weight"] == "inv_p"
     with pytest.raises(ObjectiveError, match="--softmask-k 0"):
         make_objective("softmask", softmask_k=0)
     with pytest.raises(ObjectiveError, match="--softmask-prob 1.5"):
@@ -191,7 +192,7 @@ def test_per_sequence_blends_only_the_drawn_rows(tiny_ckpt):
 
 def test_param_groups_give_the_scalars_their_own_learning_rate(tiny_ckpt):
     module, _, _ = _module(tiny_ckpt, softmask_lr=5e-3, freeze_head="yes")
-    groups = make_objective("softmask", softmask_lr=5e-3).param_groups(module, 2e-5, 0.1)
+    groups = make_objective("softmask", softmask_lr=5e-3, weight_decay_params="matrices").param_groups(module, 2e-5, 0.1)
     by_name = {g["name"]: g for g in groups}
     assert set(by_name) == {"decay", "no_decay", "softmask"}
     sm = by_name["softmask"]
@@ -243,7 +244,7 @@ def test_scalars_move_and_the_checkpoint_loads_in_softmask_llada(tiny_ckpt, tmp_
     assert torch.equal(state["extras.softmask.raw_scale"], ckpt.params.raw_scale.detach())
     cfg = json.loads((out / "adapt_config.json").read_text())
     assert cfg["objective"] == "softmask" and cfg["objective_config"]["softmask_k"] == 3
-    assert cfg["objective_config"]["softmask_lr"] == 1e-3
+    assert cfg["objective_config"]["softmask_lr"] == 1e-2
     log = [json.loads(line) for line in (out / "adapt_log.jsonl").read_text().splitlines()]
     assert all(r["softmask_passes"] == 2.0 for r in log)
 

@@ -75,7 +75,7 @@ def _hand_blend(scale, centre, steepness, k):
 def test_init_values_and_state_dict_keys():
     p = SoftMaskParams()
     v = p.values()
-    assert 0 < v["scale"] < 0.05  # starts near 0
+    assert v["scale"] == pytest.approx(1e-6, rel=1e-4)  # released: logit(0, eps=1e-6)
     assert v["centre"] == pytest.approx(INIT_CENTRE, abs=1e-6)
     assert v["steepness"] == pytest.approx(INIT_STEEPNESS, abs=1e-5)
     assert sorted(p.state_dict()) == ["raw_centre", "raw_scale", "raw_steepness"]
@@ -93,15 +93,16 @@ def test_constraints_hold_for_any_raw_values_and_lambda_formula():
         s, c, st = p.values()["scale"], p.values()["centre"], p.values()["steepness"]
         assert 0 < s < 1 and c < 0 and st > 0
         assert s == pytest.approx(1 / (1 + math.exp(-raw[0])), rel=1e-5)
-        assert c == pytest.approx(-math.log1p(math.exp(raw[1])), rel=1e-5)
-        assert st == pytest.approx(math.log1p(math.exp(raw[2])), rel=1e-5)
+        # the released parametrisation: -softplus - 1e-6 and softplus + 1e-6
+        assert c == pytest.approx(-math.log1p(math.exp(raw[1])) - 1e-6, rel=1e-5)
+        assert st == pytest.approx(math.log1p(math.exp(raw[2])) + 1e-6, rel=1e-5)
         h = torch.tensor([0.0, 0.3, 2.0])
         expect = [s / (1 + math.exp(-st * (-x - c))) for x in h.tolist()]
         assert p.lam(h).tolist() == pytest.approx(expect, rel=1e-5, abs=1e-7)
 
 
 def test_invalid_values_are_rejected():
-    for bad in ({"scale": 1.0}, {"scale": -0.1}, {"centre": 0.0}, {"steepness": 0.0}):
+    for bad in ({"scale": 1.0}, {"scale": -0.1}, {"centre": 0.0}, {"centre": -1e-7}, {"steepness": 0.0}):
         with pytest.raises(ValueError):
             SoftMaskParams(**bad)
 

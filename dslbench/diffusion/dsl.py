@@ -11,7 +11,9 @@ Notation (DESIGN.md, section DSL): V tokens, noise dimension d, backbone width D
 - Converter: keys ``K = [E_n; 0]`` (V token rows and one all-zero "mask" row),
   ``p = softmax(beta * z K^T + b)`` over the V+1 slots, backbone input ``h = p W + c`` where
   ``W`` ((V+1) x D) starts as the base token embeddings with row V = the [MASK] embedding, ``b``
-  starts at 0 except ``b[V] = log V``, ``c`` (the linear bias) at 0 and ``beta`` is learnable.
+  starts at 0 except ``b[V] = log V``, ``c`` (the linear bias) at 0 (:meth:`DSLModules.init_from_backbone`;
+  the released training keeps ``nn.Linear``'s default draw instead: :meth:`DSLModules.reset_linear_bias`)
+  and ``beta`` is learnable.
   It runs in float32 (a softmax over ~126k slots is fragile in bf16); the output is cast to the
   backbone dtype.
 - Training SNRs: per sequence, with probability 0.1 a smoothed random-order draw (k ~ U{0..L-1}
@@ -267,6 +269,16 @@ class DSLModules(nn.Module):
         self.converter.backbone_embedding.bias.zero_()
         self.converter.logit_bias.zero_()
         self.converter.logit_bias[-1] = math.log(self.vocab_size)
+
+    @torch.no_grad()
+    def reset_linear_bias(self, generator: torch.Generator | None = None) -> None:
+        """Draw the converter Linear's bias as ``nn.Linear`` initialises it,
+        ``U(-1/sqrt(V+1), 1/sqrt(V+1))`` (the released training keeps that initialisation; only
+        the weight is copied from the base embeddings)."""
+        bias = self.converter.backbone_embedding.bias
+        bound = 1.0 / math.sqrt(self.vocab_size + 1)
+        draw = torch.rand(bias.shape, generator=generator, dtype=torch.float32)
+        bias.copy_((draw * 2.0 - 1.0) * bound)
 
     def channel(self, ids: torch.Tensor, snr, generator: torch.Generator | None = None) -> torch.Tensor:
         return channel(ids, snr, self.noise_embed.weight, generator)

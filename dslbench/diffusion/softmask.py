@@ -6,10 +6,15 @@ For every position that is still masked, with the previous step's distribution `
     lambda = scale * sigmoid(steepness * (-H - centre))        (0 at unmasked positions)
     input  = (1 - lambda) * E[mask] + lambda * sum_{j in top-k} softmax(topk logits)_j * E[j]
 
-The three scalars are learned through unconstrained raw parameters (:class:`SoftMaskParams`):
-``scale = sigmoid(raw_scale)`` in (0, 1), ``centre = -softplus(raw_centre)`` < 0 and
-``steepness = softplus(raw_steepness)`` > 0. Confident positions (low entropy) get a large
-lambda; ``scale`` caps it.
+The three scalars are learned through unconstrained raw parameters (:class:`SoftMaskParams`),
+parametrised as the released soft-masking code does (IBM's ``TransparencyHead``):
+``scale = sigmoid(raw_scale)`` in (0, 1), ``centre = -softplus(raw_centre) - 1e-6`` < 0 and
+``steepness = softplus(raw_steepness) + 1e-6`` > 0, the raw values initialised as
+the exact inverses, so a requested value is the value held (the release initialises
+``softplus^-1(-centre)`` / ``softplus^-1(steepness)``, so its centre starts 1e-6 lower and its
+steepness 1e-6 higher than the configured values). Confident
+positions (low entropy) get a large lambda; ``scale`` caps it. The release computes the entropy
+as ``-sum p log(p + 1e-10)``; here it is exact (the two differ by at most ``V * 1e-10`` nats).
 
 Decoding (:func:`softmask_generate`) is :func:`dslbench.diffusion.mdm.mdm_generate` with every
 option, given an ``input_embeds_fn`` that applies this blend: the sampler itself is not copied.
@@ -49,11 +54,13 @@ SOFTMASK_PREFIX = "softmask."
 SOFTMASK_FORMAT = "dslbench-softmask-v1"
 PARAM_NAMES = ("raw_scale", "raw_centre", "raw_steepness")
 
-# Initial values of the constrained scalars (DESIGN.md, Soft-masking): scale starts near 0, so an
-# unadapted model decodes (almost) exactly like plain masked diffusion.
-INIT_SCALE = 0.01
+# Initial values of the released training (IBM soft-masking, coding/ base configs): init_scale 0
+# goes through ``logit(., eps=1e-6)``, i.e. scale 1e-6, so an unadapted model decodes (almost)
+# exactly like plain masked diffusion; centre -0.75, steepness 6.66.
+INIT_SCALE = 1e-6
 INIT_CENTRE = -0.75
 INIT_STEEPNESS = 6.66
+PARAM_EPS = 1e-6  # the release's offset keeping centre < 0 and steepness > 0 strictly
 TOP_K_CHOICES = (1, 3)
 
 
@@ -85,8 +92,9 @@ class SoftMaskParams(nn.Module):
         super().__init__()
         _check_values(scale, centre, steepness)
         self.raw_scale = nn.Parameter(torch.tensor(_logit(scale), dtype=torch.float32))
-        self.raw_centre = nn.Parameter(torch.tensor(_inverse_softplus(-centre), dtype=torch.float32))
-        self.raw_steepness = nn.Parameter(torch.tensor(_inverse_softplus(steepness), dtype=torch.float32))
+        # exact inverses of the properties, so the values asked for are the values held
+        self.raw_centre = nn.Parameter(torch.tensor(_inverse_softplus(-centre - PARAM_EPS), dtype=torch.float32))
+        self.raw_steepness = nn.Parameter(torch.tensor(_inverse_softplus(steepness - PARAM_EPS), dtype=torch.float32))
 
     @property
     def scale(self) -> torch.Tensor:
@@ -94,11 +102,11 @@ class SoftMaskParams(nn.Module):
 
     @property
     def centre(self) -> torch.Tensor:
-        return -F.softplus(self.raw_centre)
+        return -F.softplus(self.raw_centre) - PARAM_EPS
 
     @property
     def steepness(self) -> torch.Tensor:
-        return F.softplus(self.raw_steepness)
+        return F.softplus(self.raw_steepness) + PARAM_EPS
 
     def values(self) -> dict[str, float]:
         with torch.no_grad():
@@ -134,10 +142,10 @@ def _check_values(scale: float, centre: float, steepness: float) -> None:
     # scale = 0 exactly is allowed (raw -inf): it turns soft-masking off, bit for bit.
     if not 0.0 <= scale < 1.0:
         raise ValueError(f"soft-mask scale={scale} must lie in [0, 1)")
-    if not centre < 0.0:
-        raise ValueError(f"soft-mask centre={centre} must be < 0")
-    if not steepness > 0.0:
-        raise ValueError(f"soft-mask steepness={steepness} must be > 0")
+    if not centre < -PARAM_EPS:
+        raise ValueError(f"soft-mask centre={centre} must be < -{PARAM_EPS:g} (it is -softplus(raw) - {PARAM_EPS:g})")
+    if not steepness > PARAM_EPS:
+        raise ValueError(f"soft-mask steepness={steepness} must be > {PARAM_EPS:g} (it is softplus(raw) + {PARAM_EPS:g})")
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -21,21 +21,40 @@ weighting ``mdm_loss``, same ``--mask-eps`` / ``--mdm-loss-weight`` options: thi
 Trainable: the backbone as in ``mdm`` (output head trained unless ``--freeze-head yes``) and the
 three scalars (:class:`SoftMaskParams`, stored unconstrained, saved in the resume state with the
 model as ``extras.softmask.*``). The scalars get their own AdamW group: learning rate
-``--softmask-lr`` (default 1e-3), no weight decay; the loop's warm-up factor applies to every group.
-The scalars always enter the loss graph (a ``0 * sum(raw)`` term on plain batches), so data-parallel
-wrappers see the same used parameters on every rank whichever route a rank draws.
+``--softmask-lr`` (default 1e-2), no weight decay; the loop's warm-up factor applies to every group.
+No parameter is decayed by default (``--weight-decay-params none``). The scalars always enter the
+loss graph (a ``0 * sum(raw)`` term on plain batches), so data-parallel wrappers see the same used
+parameters on every rank whichever route a rank draws.
 
 The final checkpoint is the backbone in its evaluation layout plus ``softmask.safetensors`` /
 ``softmask_config.json`` (:func:`save_softmask`, with the training top-k), which the
 ``softmask_llada`` backend reads. A base checkpoint that already has ``softmask.safetensors``
 starts from its scalars; ``--softmask-init-{scale,centre,steepness}`` override the initial values
-(default: DESIGN.md's scale 0.01, centre -0.75, steepness 6.66). Note that with that default a
+(default: the release's scale 1e-6, centre -0.75, steepness 6.66). Note that with that default a
 model whose predictions are near-uniform (entropy close to log V, e.g. a random tiny model) gets
-lambda ~ 1e-18: the scalars' gradients vanish and they barely move until the model is confident.
+a vanishing lambda: the scalars' gradients vanish and they barely move until the model is confident.
 
-The published soft-masking training code could not be consulted here (only its README files are
-reachable); the per-batch draw, the default ``p_sm`` = 0.8 (upper end of DESIGN.md's 0.5-0.8) and
-the scalar learning rate 1e-3 are this implementation's choices.
+Against the released code (IBM's soft-masking repository, ``coding/train``: ``TransparencyHead``,
+``dLLMTrainer`` and the five base configs of the Dream runs, read in a fork that keeps the code):
+
+- blend, top-k softmax weights and the lambda formula: as released (``diffusion/softmask.py``);
+- scalars: ``sigmoid`` / ``-softplus - 1e-6`` / ``softplus + 1e-6``; initial scale from
+  ``logit(0, eps=1e-6)`` = 1e-6, centre -0.75, steepness 6.66 (the configs; the dataclass
+  default is 10/1.5); k = 1 for Dream (the configs), 3 for the 169M model;
+- share of soft-masked batches: one draw per batch (the trainer's ``_do_softmasking``), with
+  ``softmasking_prob`` 0.5 in every released Dream config (the dataclass default, 0.8, is
+  overridden); the 169M runs (``language/``, k = 3) use 0.8 (``--softmask-prob 0.8``);
+- optimiser: the trainer's own AdamW, base group at the run's learning rate, the scalars at 1e-2,
+  weight decay 0 on both groups (the 169M runs: scalars at 0.01 in their scripts, over a
+  config default of 1e-3; weight decay 0).
+
+Not taken over (the loop's recipe, not the objective's; say so when comparing): the release
+draws one masking time per batch ``t ~ U[0.2, 0.8]`` and weights the token-mean cross-entropy
+by ``1/t`` (here the ``mdm`` loss: one ``t ~ U(0, 1)`` per row, LLaDA's per-row normalisation);
+it fine-tunes DoRA adapters (r 16 on q/k/v/o) rather than the full backbone, with a cosine
+schedule and a gradient clip of 7. Ambiguous in the code: the Dream trainer's dataclass
+defaults (p_sm 0.8, k 3, steepness 10/1.5) differ from the configs it was run with (0.5, 1,
+6.66); the configs are taken as the released values.
 """
 
 from __future__ import annotations
@@ -67,8 +86,8 @@ from dslbench.training.objectives import (
     save_backbone,
 )
 
-SOFTMASK_PROB = 0.8
-SOFTMASK_LR = 1e-3
+SOFTMASK_PROB = 0.5  # softmasking_prob of every released config
+SOFTMASK_LR = 1e-2  # the released trainer's learning rate for the scalars
 SOFTMASK_K = 1
 SOFTMASK_PER = ("batch", "sequence")
 EXTRA_NAME = "softmask"
@@ -82,6 +101,7 @@ def _opt(options: dict, key: str, default):
 class SoftMaskObjective(MDMObjective):
     name = "softmask"
     freeze_head_default = False
+    weight_decay_default = "none"  # the released trainer decays no parameter
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -95,7 +115,7 @@ class SoftMaskObjective(MDMObjective):
         if self.k < 1:
             raise ObjectiveError(f"--softmask-k {self.k} must be >= 1 (1 for Dream, 3 for the 169M model)")
         if not 0.0 <= self.prob <= 1.0:
-            raise ObjectiveError(f"--softmask-prob {self.prob} must lie in [0, 1] (published range 0.5-0.8)")
+            raise ObjectiveError(f"--softmask-prob {self.prob} must lie in [0, 1] (released: 0.5)")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ObjectiveError(f"--softmask-lr {self.lr} must be > 0")
         if self.per not in SOFTMASK_PER:
@@ -120,11 +140,12 @@ class SoftMaskObjective(MDMObjective):
         g.add_argument("--softmask-k", type=int, default=SOFTMASK_K,
                        help="top-k predictions blended into a masked position (1: Dream, 3: the 169M model; default 1)")
         g.add_argument("--softmask-prob", type=float, default=SOFTMASK_PROB,
-                       help="p_sm: probability of the two-pass soft-masked step (published range 0.5-0.8; default 0.8)")
+                       help="p_sm: probability of the two-pass soft-masked step (default 0.5, the released Dream runs; "
+                       "the released 169M runs use 0.8)")
         g.add_argument("--softmask-per", default="batch",
-                       help="draw p_sm per micro-batch (batch, default) or per sequence (sequence)")
+                       help="draw p_sm per micro-batch (batch, default, as released) or per sequence (sequence, a departure)")
         g.add_argument("--softmask-lr", type=float, default=SOFTMASK_LR,
-                       help="learning rate of the three soft-mask scalars (default 1e-3; no weight decay)")
+                       help="learning rate of the three soft-mask scalars (default 1e-2, as released; no weight decay)")
         g.add_argument("--softmask-init-scale", type=float, default=None,
                        help=f"initial scale in (0, 1) (default: the base checkpoint's, else {INIT_SCALE})")
         g.add_argument("--softmask-init-centre", type=float, default=None,
