@@ -12,24 +12,24 @@ from lm_eval.api.registry import register_model
 
 from dslbench.diffusion.mdm import mdm_generate, steps_for_budget
 from dslbench.diffusion.remdm import RemdmConfig
-from dslbench.harness.args import Arg
+from dslbench.harness.args import AT_LEAST_1, NON_NEGATIVE, Arg, Range
 from dslbench.harness.base import DiffusionBackend, SampleResult
 
 MDM_ARGS: dict[str, Arg] = {
-    "nfe": Arg(16, int, help="forward-pass budget per sample (steps = nfe, or nfe // 2 with cfg)"),
-    "steps": Arg(None, int, help="explicit step count (overrides the nfe budget)"),
-    "gen_length": Arg(128, int, help="generated tokens (masked canvas length)"),
-    "block_length": Arg(None, int, help="semi-autoregressive block length (default: gen_length, one block)"),
+    "nfe": Arg(16, int, help="forward-pass budget per sample (steps = nfe, or nfe // 2 with cfg)", valid=AT_LEAST_1),
+    "steps": Arg(None, int, help="explicit step count (overrides the nfe budget)", valid=AT_LEAST_1),
+    "gen_length": Arg(128, int, help="generated tokens (masked canvas length)", valid=AT_LEAST_1),
+    "block_length": Arg(None, int, help="semi-autoregressive block length (default: gen_length, one block)", valid=AT_LEAST_1),
     "remasking": Arg("low_confidence", str, ("low_confidence", "random")),
-    "temperature": Arg(0.0, float, help="Gumbel-max temperature (float64 noise); 0 = argmax"),
-    "cfg": Arg(0.0, float, help="classifier-free guidance scale (prompt masked in the unconditional pass)"),
+    "temperature": Arg(0.0, float, help="Gumbel-max temperature (float64 noise); 0 = argmax", valid=NON_NEGATIVE),
+    "cfg": Arg(0.0, float, help="classifier-free guidance scale (prompt masked in the unconditional pass)", valid=NON_NEGATIVE),
     "logits_eos_inf": Arg(False, bool, help="EOS logit set to -inf"),
     "confidence_eos_eot_inf": Arg(False, bool, help="EOS / EoT never win confidence"),
     "remdm": Arg("none", str, ("none", "cap", "rescale", "conf", "loop"), "ReMDM remasking strategy"),
-    "remdm_eta": Arg(0.02, float),
-    "remdm_t_on": Arg(0.55, float),
-    "remdm_t_off": Arg(0.05, float),
-    "remdm_alpha_on": Arg(0.9, float),
+    "remdm_eta": Arg(0.02, float, valid=NON_NEGATIVE),
+    "remdm_t_on": Arg(0.55, float, valid=Range(0, 1, high_open=True)),
+    "remdm_t_off": Arg(0.05, float, valid=Range(0, 1, high_open=True)),
+    "remdm_alpha_on": Arg(0.9, float, valid=Range(0, 1, low_open=True, high_open=True)),
 }
 
 
@@ -41,7 +41,9 @@ class MDMLLaDA(DiffusionBackend):
     def _run_mdm(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator, **sampler_extra) -> SampleResult:
         """``mdm_generate`` with this request's options; ``sampler_extra`` reaches the sampler
         (soft-masking passes its ``input_embeds_fn`` here)."""
-        steps = opts["steps"] or steps_for_budget(opts["nfe"], opts["cfg"])
+        # None (not 0: refused by the declared range) means "derive from the budget / one block".
+        steps = opts["steps"] if opts["steps"] is not None else steps_for_budget(opts["nfe"], opts["cfg"])
+        block_length = opts["block_length"] if opts["block_length"] is not None else opts["gen_length"]
         remdm = None
         if opts["remdm"] != "none":
             remdm = RemdmConfig(
@@ -54,7 +56,7 @@ class MDMLLaDA(DiffusionBackend):
             prompt_mask,
             gen_length=opts["gen_length"],
             steps=steps,
-            block_length=opts["block_length"] or opts["gen_length"],
+            block_length=block_length,
             temperature=opts["temperature"],
             cfg_scale=opts["cfg"],
             remasking=opts["remasking"],
@@ -64,10 +66,10 @@ class MDMLLaDA(DiffusionBackend):
             generator=generator,
             **sampler_extra,
         )
-        budget = None if opts["steps"] else opts["nfe"]
+        budget = None if opts["steps"] is not None else opts["nfe"]
         if budget is not None and out.nfe > budget:
             raise RuntimeError(f"{self.NAME} used {out.nfe} forward passes, over the budget nfe={budget}")
-        return SampleResult(out.tokens, out.nfe, {"steps": out.steps, "block_length": opts["block_length"] or opts["gen_length"]})
+        return SampleResult(out.tokens, out.nfe, {"steps": out.steps, "block_length": block_length})
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
         return self._run_mdm(prompt_ids, prompt_mask, opts, generator)
