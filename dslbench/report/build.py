@@ -83,9 +83,20 @@ def build_report(
                                samples_format=samples_format, n_boot=n_boot, seed=seed, title=title, note=note)
         rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
         rep.files = _commit(staged, stage, out, Path(leaderboard_path) if leaderboard_path else None)
+    except OSError as err:
+        raise _unstaged(err, stage, out) from err
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return rep
+
+
+def _unstaged(err: OSError, stage: Path, out: Path) -> OSError:
+    """The error naming the report file (``out/...``) rather than its staging copy."""
+    try:
+        rel = Path(os.fsdecode(err.filename)).relative_to(stage)
+    except (TypeError, ValueError):
+        return err
+    return type(err)(err.errno, err.strerror or str(err), str(out / rel))
 
 
 def _remove_stale_stages(out: Path) -> None:
