@@ -211,32 +211,38 @@ def test_real_tiny_matrix(tiny_ckpt, tmp_path):
 
 # ----------------------------------------------------------------------------- identity, validation, saving
 def test_cell_identity_ignores_where_the_output_lives(tmp_path, monkeypatch):
-    """Relative vs absolute --out, and a moved folder, redo nothing; the tiny checkpoint inside the
-    output folder is recorded relative to it."""
-    models = [{"name": "T", "backend": "mdm_llada", "model_args": {"pretrained": "tiny:seed=0"}}]
-    cfg = _cfg(tmp_path, models=models)
+    """Relative vs absolute --out, and a moved folder, redo nothing: ``tiny:seed=N`` is recorded
+    as written, a checkpoint inside the output folder (as the demo has) relative to it."""
     monkeypatch.chdir(tmp_path)
     out = Path("rel") / "out"
+    models = [{"name": "T", "backend": "mdm_llada", "model_args": {"pretrained": "tiny:seed=0"}},
+              {"name": "Own", "backend": "mdm_llada", "model_args": {"pretrained": str(out / "models" / "own")}}]
+    cfg = _cfg(tmp_path, models=models, tasks=["dsl_summ_synth_{nfe}step"])
     (out / "models" / "tiny-base-seed0").mkdir(parents=True)  # a cached tiny base: nothing is built
     (out / "models" / "tiny-base-seed0" / "config.json").write_text("{}")
+    (out / "models" / "own").mkdir()
     quiet = {"log": lambda s: None, "report": False}
     stub = StubEvaluate()
     run_matrix(cfg, out=out, evaluate=stub, **quiet)
-    assert len(stub.calls) == 3
+    assert len(stub.calls) == 4
     info = json.loads((out / "runs" / "T" / "nfe4" / "cell.json").read_text())
-    assert info["model_args"] == {"pretrained": "<output>/models/tiny-base-seed0"}
-    assert str(tmp_path) not in json.dumps(info) and set(info["versions"]) == {"dslbench", "lm_eval", "torch"}
+    assert info["model_args"] == {"pretrained": "tiny:seed=0"}
+    assert set(info["versions"]) == {"dslbench", "lm_eval", "torch"} and "unknown" not in info["versions"].values()
+    own = json.loads((out / "runs" / "Own" / "nfe4" / "cell.json").read_text())
+    assert own["model_args"] == {"pretrained": "<output>/models/own"}
     stub = StubEvaluate()
-    assert len(run_matrix(cfg, out=tmp_path / "rel" / "out", evaluate=stub, **quiet).skipped) == 3
-    assert stub.calls == []
+    res = run_matrix(_cfg(tmp_path, models=[models[0], {**models[1], "model_args": {"pretrained": str(tmp_path / out / "models" / "own")}}],
+                          tasks=["dsl_summ_synth_{nfe}step"]), out=tmp_path / "rel" / "out", evaluate=stub, **quiet)
+    assert stub.calls == [] and len(res.skipped) == 4
     shutil.move(tmp_path / "rel" / "out", tmp_path / "moved")
+    moved = [models[0], {**models[1], "model_args": {"pretrained": "moved/models/own"}}]
     stub = StubEvaluate()
-    assert len(run_matrix(cfg, out=tmp_path / "moved", evaluate=stub, **quiet).skipped) == 3
-    assert stub.calls == []
+    res = run_matrix(_cfg(tmp_path, models=moved, tasks=["dsl_summ_synth_{nfe}step"]), out=tmp_path / "moved", evaluate=stub, **quiet)
+    assert stub.calls == [] and len(res.skipped) == 4
     # what does determine the numbers still does
     stub = StubEvaluate()
-    run_matrix(_cfg(tmp_path, models=models, batch_size=4), out=tmp_path / "moved", evaluate=stub, **quiet)
-    assert len(stub.calls) == 3
+    run_matrix(_cfg(tmp_path, models=moved, tasks=["dsl_summ_synth_{nfe}step"], batch_size=4), out="moved", evaluate=stub, **quiet)
+    assert len(stub.calls) == 4
 
 
 @pytest.mark.parametrize("model, match", [

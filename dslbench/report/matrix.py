@@ -300,12 +300,16 @@ OUTPUT_MARK = "<output>"  # a path inside the output folder, in a cell's identit
 
 
 def _portable(value: Any, output: Path) -> Any:
-    """A path inside the output folder as ``<output>/rel``; anything else unchanged."""
+    """A local path inside the output folder as ``<output>/rel``; anything else (a hub id, a
+    path elsewhere, ``tiny:seed=N``) unchanged."""
     if not isinstance(value, str) or not value:
         return value
+    path = Path(value)
+    if not (path.is_absolute() or path.exists()):
+        return value  # not a local path (a relative hub id would otherwise resolve against the cwd)
     try:
-        rel = Path(value).resolve().relative_to(output.resolve())
-    except (ValueError, OSError):
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(output))
+    except ValueError:
         return value
     return f"{OUTPUT_MARK}/{rel.as_posix()}"
 
@@ -323,12 +327,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cell_description(cell: Cell, config: MatrixConfig, model_args: dict[str, Any]) -> dict[str, Any]:
+def cell_description(cell: Cell, config: MatrixConfig) -> dict[str, Any]:
     """The cell's identity: everything that determines its numbers and nothing about where the
-    output lives (model args pointing inside the output folder are made relative to it)."""
+    output lives (``tiny:seed=N`` as written, other paths inside the output folder relative to it)."""
+    args = {k: _portable(_expand(cell.model.name, k, v), config.output) for k, v in cell.model.model_args.items()}
     return {
-        "name": cell.model.name, "backend": cell.model.backend,
-        "model_args": {k: _portable(v, config.output) for k, v in model_args.items()},
+        "name": cell.model.name, "backend": cell.model.backend, "model_args": args,
         "budget": cell.budget, "tasks": cell.tasks, "limit": config.limit, "seed": config.seed,
         "batch_size": config.batch_size, "versions": versions(),
     }
@@ -405,8 +409,7 @@ def run_matrix(
     result = MatrixResult()
     models_dir = config.output / "models"
     for i, cell in enumerate(cells, 1):
-        args = resolve_model_args(cell.model, models_dir, build=False)
-        desc = cell_description(cell, config, args)
+        desc = cell_description(cell, config)
         if not force and cell_finished(cell, desc):
             log(f"[{i}/{len(cells)}] {cell.label}: finished, skipped")
             result.skipped.append(cell)
