@@ -366,3 +366,25 @@ def test_real_cell_whose_samples_did_not_save_is_not_done(tiny_ckpt, tmp_path, m
     monkeypatch.undo()
     evaluate_cell("mdm_llada", {"pretrained": str(tiny_ckpt), "gen_length": 8}, ["dsl_summ_synth_4step"], out, limit=2)
     assert (out / DONE).is_file()
+
+
+def test_a_full_disk_while_writing_a_cell_names_the_file(tmp_path, monkeypatch, capsys):
+    import dslbench.harness.run as run_mod
+    from dslbench.cli import main
+
+    real = Path.write_text
+
+    def disk_full_on_cell_json(self, data, *args, **kwargs):
+        if self.name.startswith(".cell.json"):
+            with open("/dev/full", "w") as f:  # a real ENOSPC from the kernel (no file name in it)
+                f.write(data)
+                f.flush()
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "evaluate_cell", StubEvaluate())
+    monkeypatch.setattr(Path, "write_text", disk_full_on_cell_json)
+    out = tmp_path / "o"
+    assert main(["leaderboard", "--config", str(_cfg(tmp_path)), "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line == f"dslbench leaderboard: error: {out / 'runs' / 'LLaDA' / '.nfe4.partial' / 'cell.json'}: no space left on device"
+    assert not list(out.rglob("*.partial")) and not list(out.rglob(".*.tmp"))

@@ -48,6 +48,19 @@ def check_saved(results_file: Path, samples_files: dict[str, Path], expected: di
             raise fail(path, f"{len(records)} sample record(s) for {task}, expected {n}")
 
 
+def write_json_atomic(data, path: Path) -> None:
+    """``data`` as JSON at ``path`` (temp file + rename); a failed write names the file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a full disk fails write() with no file name
+            raise type(err)(err.errno, err.strerror or str(err), str(path)) from err
+        raise
+
+
 def cell_done(out_dir: str | os.PathLike) -> dict | None:
     marker = Path(out_dir) / DONE
     return json.loads(marker.read_text()) if marker.exists() else None
@@ -121,8 +134,6 @@ def evaluate_cell(
         {k: results[k] for k in ("results", "n-samples", "config") if k in results},
         default=handle_non_serializable,
     ))
-    tmp = out_dir / (DONE + ".tmp")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    os.replace(tmp, out_dir / DONE)
+    write_json_atomic(summary, out_dir / DONE)
     return summary

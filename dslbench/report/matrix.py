@@ -355,7 +355,7 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     """Evaluate one cell into ``.<cell>.partial`` and rename it into place once done: the inputs
     in, the cell's files out, nothing else touched (another executor can call it as is). On any
     failure the partial folder is removed and the cell stays pending."""
-    from dslbench.harness.run import DONE
+    from dslbench.harness.run import DONE, write_json_atomic
 
     partial = cell.dir.parent / f".{cell.dir.name}.partial"
     old = cell.dir.parent / f".{cell.dir.name}.old"
@@ -364,9 +364,7 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
             shutil.rmtree(p)
     partial.mkdir(parents=True)
     try:
-        tmp = partial / f".{CELL_INFO}.tmp"
-        tmp.write_text(json.dumps(desc, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, partial / CELL_INFO)
+        write_json_atomic(desc, partial / CELL_INFO)
         evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=config.limit, seed=config.seed,
                  batch_size=config.batch_size, force=True)
         if not (partial / DONE).is_file():
