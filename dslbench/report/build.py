@@ -156,31 +156,31 @@ def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_n
                   n_boot, seed, title, note) -> dict[str, Path]:
     """Every file of the report, written under ``out`` (the staging folder)."""
     cells, samples = loaded.cells, loaded.samples
-    rep = Report(out=out, loaded=loaded)
+    files: dict[str, Path] = {}
 
     # Wall-clock figures change from run to run: they live in timings.csv, so that a regenerated
     # leaderboard.csv is byte-identical for the same seed on the same machine.
     timing = [c for c in cells.columns if c in TIMING_METRICS]
-    rep.files["leaderboard"] = write_csv_atomic(cells.drop(columns=timing), out / "leaderboard.csv")
-    rep.files["timings"] = write_csv_atomic(cells[[c for c in ID_COLUMNS if c in cells.columns] + timing], out / "timings.csv")
+    files["leaderboard"] = write_csv_atomic(cells.drop(columns=timing), out / "leaderboard.csv")
+    files["timings"] = write_csv_atomic(cells[[c for c in ID_COLUMNS if c in cells.columns] + timing], out / "timings.csv")
     if samples_format == "parquet":
-        rep.files["samples"] = write_parquet_atomic(samples, out / "samples.parquet")
+        files["samples"] = write_parquet_atomic(samples, out / "samples.parquet")
     else:
-        rep.files["samples"] = write_csv_atomic(samples, out / "samples.csv", float_format="%.6g")
+        files["samples"] = write_csv_atomic(samples, out / "samples.csv", float_format="%.6g")
     paired = paired_comparisons(samples, PAIRED_METRICS, n_boot=n_boot, seed=seed)
-    rep.files["paired"] = write_csv_atomic(paired, out / "paired.csv", float_format="%.6g")
+    files["paired"] = write_csv_atomic(paired, out / "paired.csv", float_format="%.6g")
     pareto = tables.pareto_table(cells)
-    rep.files["pareto"] = write_csv_atomic(pareto, out / "pareto.csv")
+    files["pareto"] = write_csv_atomic(pareto, out / "pareto.csv")
     plots = make_plots(cells, out / "plots")
     for caption, path in plots:
-        rep.files[f"plot:{path.name}"] = path
+        files[f"plot:{path.name}"] = path
 
     published = tables.load_published(baselines if baselines is not None else _baselines_default())
     blocks = report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs,
                            headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed)
-    rep.files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
-    rep.files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
-    return rep.files
+    files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
+    files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
+    return files
 
 
 def _legend() -> str:
