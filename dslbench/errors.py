@@ -52,8 +52,8 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 
 def _is_write_failure(err: Exception) -> bool:
     text = str(err).lower()
-    return type(err).__name__ == "SafetensorError" or any(
-        w in text for w in ("write", "no space", "disk", "errno", "i/o error", "stream"))
+    return type(err).__name__ == "SafetensorError" or (isinstance(err, RuntimeError) and any(
+        w in text for w in ("pytorchstreamwriter", "write failed", "no space left", "errno")))
 
 
 def _nearly_full(path: Path) -> bool:
