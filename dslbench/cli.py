@@ -47,6 +47,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except ReportInputError as err:
             print(f"dslbench report: error: {err}", file=sys.stderr)
             return 2
+        except OSError as err:  # permission denied, disk full: one line, the old report kept
+            from dslbench.errors import describe_os_error
+
+            print(f"dslbench report: error: {describe_os_error(err)}", file=sys.stderr)
+            return 2
     for w in caught:
         print(f"dslbench report: warning: {w.message}", file=sys.stderr)
     print(f"wrote {rep.out / 'leaderboard.csv'}, {rep.out / 'report.md'} and {rep.out / 'report.html'}")
@@ -54,14 +59,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from dslbench.errors import describe_os_error
+    from dslbench.harness.run import CellSaveError
     from dslbench.report.load import ReportInputError
     from dslbench.report.matrix import MatrixConfigError, run_matrix
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     try:
         result = run_matrix(args.config, out=args.out, force=args.force, models=models, report=not args.no_report)
-    except (MatrixConfigError, ReportInputError) as err:
+    except (MatrixConfigError, ReportInputError, CellSaveError) as err:
         print(f"dslbench leaderboard: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # permission denied, disk full: finished cells stay, the failed one pending
+        print(f"dslbench leaderboard: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     print(f"{len(result.ran)} cell(s) evaluated, {len(result.skipped)} already finished")
     return 0

@@ -92,3 +92,91 @@ def test_over_long_prompts_lose_their_middle_not_the_instruction():
     # tail = min(32, 40 // 4) = 10 tokens kept from the end, the first 30 from the start
     assert cut == list(range(30)) + list(range(90, 100))
     assert len(DiffusionBackend._fit_prompt(ids, 3)) == 3
+
+
+# ----------------------------------------------------------------------------- declared ranges
+@pytest.mark.parametrize("backend, arg, value, allowed", [
+    ("mdm", "steps", 0, ">= 1"),
+    ("mdm", "block_length", 0, ">= 1"),
+    ("mdm", "nfe", 0, ">= 1"),
+    ("mdm", "temperature", -1, ">= 0"),
+    ("mdm", "temperature", "nan", ">= 0"),
+    ("mdm", "cfg", -1, ">= 0"),
+    ("mdm", "remdm_alpha_on", 1.0, r"in \(0, 1\)"),
+    ("dsl", "beta", 0, "> 0"),
+    ("dsl", "beta", -2.5, "> 0"),
+    ("dsl", "topk", 0, ">= 1"),
+    ("softmask", "scale", 1.0, r"in \[0, 1\)"),
+    ("softmask", "centre", 0.0, "< 0"),
+])
+def test_values_outside_the_declared_range_are_refused_by_name(backend, arg, value, allowed):
+    from dslbench.harness.base import COMMON_ARGS
+    from dslbench.harness.dsl_backend import DSL_ARGS
+    from dslbench.harness.softmask_backend import SOFTMASK_ARGS
+
+    specs = {"mdm": MDM_ARGS, "dsl": DSL_ARGS, "softmask": SOFTMASK_ARGS}[backend]
+    with pytest.raises(ValueError, match=rf"model arg {arg}=.*allowed: {allowed}"):
+        parse_args(backend, {**COMMON_ARGS, **specs}, {arg: value})
+
+
+def test_in_range_values_and_none_defaults_pass():
+    out = parse_args("mdm", MDM_ARGS, {"steps": 1, "temperature": 0, "cfg": 0.5, "block_length": 8})
+    assert out["steps"] == 1 and out["temperature"] == 0.0 and out["block_length"] == 8
+    assert parse_args("mdm", MDM_ARGS, {})["steps"] is None  # None = derive from the budget
+
+
+def test_a_task_value_is_checked_too():
+    with pytest.raises(ValueError, match=r"model arg nfe=0 is out of range; allowed: >= 1"):
+        _bare_backend().request_options({"nfe": 0})
+    with pytest.raises(ValueError, match=r"max_gen_toks=0 is out of range"):
+        _bare_backend().request_options({"max_gen_toks": 0})
+
+
+def test_a_task_overriding_a_model_arg_is_warned_once(caplog):
+    b = _bare_backend()
+    b.NAME = "mdm_llada"
+    b.defaults["nfe"], b.defaults["gen_length"] = 4, 64
+    b._given = {"nfe", "gen_length"}  # what the user wrote in --model_args
+    with caplog.at_level("WARNING", logger="dslbench.harness.base"):
+        for _ in range(3):
+            opts = b.request_options({"nfe": 16, "max_gen_toks": 64})
+    assert opts["nfe"] == 16  # the task's value is what runs
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ["mdm_llada: model arg nfe=4 is overridden by the task's generation kwargs (nfe=16 is used)"]
+
+
+# ----------------------------------------------------------------------------- data parallel set-up
+class _FakeAccelerator:
+    made: list[dict] = []
+    processes = 2
+
+    def __init__(self, **kwargs):
+        _FakeAccelerator.made.append(kwargs)
+        self.process_index, self.num_processes = 1, _FakeAccelerator.processes
+        self.distributed_type = "MULTI_CPU" if kwargs.get("cpu") else "NO"
+        self.device = "cpu:1"
+
+
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "2"}, {"OMPI_COMM_WORLD_SIZE": "2"}])
+def test_a_cpu_launch_asks_accelerate_for_cpu_ranks(monkeypatch, env):
+    import accelerate
+    import torch
+
+    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(accelerate, "Accelerator", _FakeAccelerator)
+    _FakeAccelerator.made.clear()
+    b = _bare_backend()
+    b.args = {"device": "cpu"}
+    b._setup_distributed()
+    # without cpu=True accelerate sets up no process group on a CPU host: every rank was rank 0 of 1
+    assert _FakeAccelerator.made == [{"cpu": True}]
+    assert (b.rank, b.world_size, b.device) == (1, 2, torch.device("cpu"))
+    _FakeAccelerator.processes = 1
+    try:
+        with pytest.raises(RuntimeError, match="launched as 2 processes but accelerate set up 1"):
+            b._setup_distributed()
+    finally:
+        _FakeAccelerator.processes = 2

@@ -218,3 +218,184 @@ def test_real_tiny_matrix(tiny_ckpt, tmp_path):
     assert (lb["nfe"] <= 4).all() and (lb["n_samples"] == 2).all()
     res = run_matrix(parse_config(raw, out=out), log=lambda s: None, n_boot=50)
     assert res.ran == [] and len(res.skipped) == 2
+
+
+# ----------------------------------------------------------------------------- identity, validation, saving
+def test_cell_identity_ignores_where_the_output_lives(tmp_path, monkeypatch):
+    """Relative vs absolute --out, and a moved folder, redo nothing: ``tiny:seed=N`` is recorded
+    as written, a checkpoint inside the output folder (as the demo has) relative to it."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("rel") / "out"
+    models = [{"name": "T", "backend": "mdm_llada", "model_args": {"pretrained": "tiny:seed=0"}},
+              {"name": "Own", "backend": "mdm_llada", "model_args": {"pretrained": str(out / "models" / "own")}}]
+    cfg = _cfg(tmp_path, models=models, tasks=["dsl_summ_synth_{nfe}step"])
+    (out / "models" / "tiny-base-seed0").mkdir(parents=True)  # a cached tiny base: nothing is built
+    (out / "models" / "tiny-base-seed0" / "config.json").write_text("{}")
+    (out / "models" / "own").mkdir()
+    quiet = {"log": lambda s: None, "report": False}
+    stub = StubEvaluate()
+    run_matrix(cfg, out=out, evaluate=stub, **quiet)
+    assert len(stub.calls) == 4
+    info = json.loads((out / "runs" / "T" / "nfe4" / "cell.json").read_text())
+    assert info["model_args"] == {"pretrained": "tiny:seed=0"}
+    assert set(info["versions"]) == {"dslbench", "lm_eval", "torch"} and "unknown" not in info["versions"].values()
+    own = json.loads((out / "runs" / "Own" / "nfe4" / "cell.json").read_text())
+    assert own["model_args"] == {"pretrained": "<output>/models/own"}
+    stub = StubEvaluate()
+    res = run_matrix(_cfg(tmp_path, models=[models[0], {**models[1], "model_args": {"pretrained": str(tmp_path / out / "models" / "own")}}],
+                          tasks=["dsl_summ_synth_{nfe}step"]), out=tmp_path / "rel" / "out", evaluate=stub, **quiet)
+    assert stub.calls == [] and len(res.skipped) == 4
+    shutil.move(tmp_path / "rel" / "out", tmp_path / "moved")
+    moved = [models[0], {**models[1], "model_args": {"pretrained": "moved/models/own"}}]
+    stub = StubEvaluate()
+    res = run_matrix(_cfg(tmp_path, models=moved, tasks=["dsl_summ_synth_{nfe}step"]), out=tmp_path / "moved", evaluate=stub, **quiet)
+    assert stub.calls == [] and len(res.skipped) == 4
+    # what does determine the numbers still does
+    stub = StubEvaluate()
+    run_matrix(_cfg(tmp_path, models=moved, tasks=["dsl_summ_synth_{nfe}step"], batch_size=4), out="moved", evaluate=stub, **quiet)
+    assert len(stub.calls) == 4
+
+
+@pytest.mark.parametrize("model, match", [
+    ({"backend": "mdm_lladaa", "model_args": {"pretrained": "/ckpt/x"}},
+     r"'Third': unknown backend 'mdm_lladaa'; choose one of: dsl_llada, mdm_llada, softmask_llada"),
+    ({"backend": "mdm_llada", "model_args": {"pretrained": "/ckpt/x", "block_lenght": 32}},
+     r"'Third': mdm_llada: unknown model arg\(s\) block_lenght\. Valid model args: .*block_length"),
+    ({"backend": "dsl_llada", "model_args": {"pretrained": "/ckpt/x", "beta": 0}},
+     r"'Third': model arg beta=0.0 is out of range; allowed: > 0"),
+    ({"backend": "mdm_llada", "model_args": {"pretrained": "/ckpt/x", "remasking": "best"}},
+     r"'Third': model arg remasking='best' is not allowed; choose one of: low_confidence, random"),
+    ({"backend": "mdm_llada", "model_args": {"steps": 8}}, r"'Third': model_args needs pretrained"),
+])
+def test_every_model_is_validated_before_the_first_cell(tmp_path, model, match, capsys):
+    from dslbench.cli import main
+
+    cfg = _cfg(tmp_path, models=[*CONFIG["models"], {"name": "Third", **model}])
+    stub = StubEvaluate()
+    with pytest.raises(MatrixConfigError, match=match) as err:
+        run_matrix(cfg, out=tmp_path / "o", evaluate=stub)
+    assert str(cfg) in str(err.value) and stub.calls == []
+    assert not list((tmp_path).rglob("*.partial"))
+    assert main(["leaderboard", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Third" in lines[0] and "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"seed": "x"}, {"limit": True}])
+def test_bad_run_settings_are_refused(tmp_path, bad):
+    with pytest.raises(MatrixConfigError, match=list(bad)[0]):
+        load_config(_cfg(tmp_path, **bad))
+
+
+def test_a_failed_cell_is_left_pending_with_one_line(tmp_path, monkeypatch, capsys):
+    """A cell whose evaluation fails (here: its outputs did not save) is not finished: no
+    .partial, no cell folder, exit 2 with one line; the next run evaluates it again."""
+    import dslbench.harness.run as run_mod
+    from dslbench.cli import main
+
+    class SaveFails(StubEvaluate):
+        def __call__(self, *args, **kwargs):
+            super().__call__(*args, **kwargs)
+            if len(self.calls) == 2:
+                raise run_mod.CellSaveError("samples_x.jsonl: 1 sample record(s) for x, expected 3")
+
+    stub = SaveFails()
+    monkeypatch.setattr(run_mod, "evaluate_cell", stub)
+    assert main(["leaderboard", "--config", str(_cfg(tmp_path)), "--out", str(tmp_path / "o"), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "dslbench leaderboard: error: samples_x.jsonl: 1 sample record(s) for x, expected 3"
+    assert (tmp_path / "o" / "runs" / "LLaDA" / "nfe4" / DONE).is_file()
+    assert not (tmp_path / "o" / "runs" / "LLaDA" / "nfe16").exists()
+    assert not list((tmp_path / "o").rglob("*.partial"))
+    stub = StubEvaluate()
+    monkeypatch.setattr(run_mod, "evaluate_cell", stub)
+    assert main(["leaderboard", "--config", str(_cfg(tmp_path)), "--out", str(tmp_path / "o"), "--no-report"]) == 0
+    assert [c[2] for c in stub.calls][0] == ["dsl_summ_synth_16step"] and len(stub.calls) == 5
+
+
+def test_leaderboard_output_it_cannot_write_is_one_line(tmp_path, monkeypatch, capsys):
+    import dslbench.harness.run as run_mod
+    from dslbench.cli import main
+
+    monkeypatch.setattr(run_mod, "evaluate_cell", StubEvaluate())
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["leaderboard", "--config", str(_cfg(tmp_path)), "--out", str(tmp_path / "afile" / "o")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("dslbench leaderboard: error: ") and str(tmp_path / "afile") in line
+
+
+def _write_jsonl(path: Path, n: int) -> None:
+    path.write_text("".join(json.dumps({"doc_id": i}) + "\n" for i in range(n)))
+
+
+def test_check_saved_reads_the_files_back(tmp_path):
+    from dslbench.harness.run import CellSaveError, check_saved
+
+    res, samp = tmp_path / "results_d.json", tmp_path / "samples_t_d.jsonl"
+    with pytest.raises(CellSaveError, match="did not write its results file"):
+        check_saved(res, {"t": samp}, {"t": 3})
+    res.write_text('{"results": {"t": {}}')  # cut short
+    with pytest.raises(CellSaveError, match="unreadable results file"):
+        check_saved(res, {"t": samp}, {"t": 3})
+    res.write_text(json.dumps({"results": {"u": {}}}))
+    with pytest.raises(CellSaveError, match="no results for task.* t"):
+        check_saved(res, {"t": samp}, {"t": 3})
+    res.write_text(json.dumps({"results": {"t": {}}}))
+    with pytest.raises(CellSaveError, match="did not write the samples of t"):
+        check_saved(res, {"t": samp}, {"t": 3})
+    _write_jsonl(samp, 2)
+    with pytest.raises(CellSaveError, match="2 sample record.* expected 3"):
+        check_saved(res, {"t": samp}, {"t": 3})
+    samp.write_text(samp.read_text() + '{"doc_id": 2')
+    with pytest.raises(CellSaveError, match="unreadable samples file"):
+        check_saved(res, {"t": samp}, {"t": 3})
+    _write_jsonl(samp, 3)
+    check_saved(res, {"t": samp}, {"t": 3})
+
+
+def test_real_cell_whose_samples_did_not_save_is_not_done(tiny_ckpt, tmp_path, monkeypatch):
+    """lm-eval catches the error writing a samples file and only logs it; the cell must not
+    be marked done."""
+    import errno
+
+    import lm_eval.loggers.evaluation_tracker as tracker_mod
+
+    from dslbench.harness.run import CellSaveError, evaluate_cell
+
+    real_open = open
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if "samples_" in str(file) and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(tracker_mod, "open", full_disk_open, raising=False)
+    out = tmp_path / "cell"
+    with pytest.raises(CellSaveError, match=r"samples_dsl_summ_synth_4step_.*did not write the samples"):
+        evaluate_cell("mdm_llada", {"pretrained": str(tiny_ckpt), "gen_length": 8}, ["dsl_summ_synth_4step"], out, limit=2)
+    assert not (out / DONE).exists()
+    monkeypatch.undo()
+    evaluate_cell("mdm_llada", {"pretrained": str(tiny_ckpt), "gen_length": 8}, ["dsl_summ_synth_4step"], out, limit=2)
+    assert (out / DONE).is_file()
+
+
+def test_a_full_disk_while_writing_a_cell_names_the_file(tmp_path, monkeypatch, capsys):
+    import dslbench.harness.run as run_mod
+    from dslbench.cli import main
+
+    real = Path.write_text
+
+    def disk_full_on_cell_json(self, data, *args, **kwargs):
+        if self.name.startswith(".cell.json"):
+            with open("/dev/full", "w") as f:  # a real ENOSPC from the kernel (no file name in it)
+                f.write(data)
+                f.flush()
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "evaluate_cell", StubEvaluate())
+    monkeypatch.setattr(Path, "write_text", disk_full_on_cell_json)
+    out = tmp_path / "o"
+    assert main(["leaderboard", "--config", str(_cfg(tmp_path)), "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line == f"dslbench leaderboard: error: {out / 'runs' / 'LLaDA' / '.nfe4.partial' / 'cell.json'}: no space left on device"
+    assert not list(out.rglob("*.partial")) and not list(out.rglob(".*.tmp"))

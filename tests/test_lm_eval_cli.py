@@ -43,6 +43,7 @@ def test_plain_lm_eval_reports_rouge_and_measured_nfe(single):
     for s in samples:
         text, stats = split_stats(s["resps"][0][0])
         assert stats is not None and stats["nfe"] <= 16 and stats["nfe"] == s["nfe"]
+        assert (stats["rank"], stats["world_size"]) == (0, 1)
     assert metrics["nfe,none"] == 16
 
 
@@ -53,16 +54,32 @@ def test_dslbench_eval_is_the_explicit_equivalent(single, tiny_ckpt, tmp_path):
     ] == [split_stats(s["resps"][0][0])[0] for s in single[1]]
 
 
+LAUNCHERS = {
+    # the two launchers the README gives for CPU; nothing tells them it is a CPU machine
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"],
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--main_process_port", "29534"],
+}
+
+
 @pytest.mark.slow
-def test_two_cpu_processes_give_the_same_per_sample_outputs(single, tiny_ckpt, tmp_path):
-    # accelerate's own CPU multi-process launch goes through mpirun; torchrun starts the same
-    # WORLD_SIZE/RANK environment that Accelerator() picks up (gloo on CPU).
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "lm_eval"]
-    env_cmd = ["env", "ACCELERATE_USE_CPU=1", *cmd]
-    results, samples = _lm_eval(env_cmd, tmp_path / "out", tiny_ckpt)
-    by_doc = {s["doc_id"]: split_stats(s["resps"][0][0])[0] for s in samples}
-    ref = {s["doc_id"]: split_stats(s["resps"][0][0])[0] for s in single[1]}
-    assert by_doc == ref
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_cpu_processes_split_the_documents_and_give_the_same_outputs(single, tiny_ckpt, tmp_path, launcher):
+    env = {k: v for k, v in ENV.items() if k != "ACCELERATE_USE_CPU"}
+    cmd = [*LAUNCHERS[launcher], "-m", "lm_eval"]
+    args = ["--model", "mdm_llada", "--model_args", f"pretrained={tiny_ckpt}", "--tasks", "dsl_summ_synth_16step",
+            "--limit", str(LIMIT), "--output_path", str(tmp_path / "out"), "--log_samples"]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    (results,) = (tmp_path / "out").rglob("results_*.json")
+    (samples_file,) = (tmp_path / "out").rglob("samples_dsl_summ_synth_16step_*.jsonl")
+    results = json.loads(results.read_text())
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    stats = {s["doc_id"]: split_stats(s["resps"][0][0]) for s in samples}
+    # mdm_llada at temperature 0 is deterministic: the same text per document as one process
+    assert {d: text for d, (text, _) in stats.items()} == {s["doc_id"]: split_stats(s["resps"][0][0])[0] for s in single[1]}
+    # each rank decoded its share (documents 0, 2, 4 and 1, 3), and says so in the record
+    assert {d: (st["rank"], st["world_size"]) for d, (_, st) in stats.items()} == {d: (d % 2, 2) for d in range(LIMIT)}
     # 5 documents over 2 ranks: one rank was padded with a duplicate, which must not count.
     assert results["n-samples"]["dsl_summ_synth_16step"]["effective"] == LIMIT
     assert all(s["nfe"] == 16 for s in samples)

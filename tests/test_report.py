@@ -401,3 +401,70 @@ def test_a_repair_variant_is_labelled_beside_the_published_figures(tmp_path):
     assert any(r.startswith("| measured here | dsl_llada |") for r in rows)
     assert any(r.startswith("| measured here, variant converter (not the published protocol) | dsl_llada(repair_path=converter) |")
                for r in rows)
+
+
+# ----------------------------------------------------------------------------- I/O failures
+def test_a_failed_report_leaves_the_previous_one_whole(two_fake_runs, tmp_path, monkeypatch, capsys):
+    """A full disk while writing the last page: exit 2 with the path and the cause in one line,
+    and the previous report untouched (no new CSV beside an old report.html, no staging left)."""
+    from dslbench.cli import main
+
+    out = tmp_path / "o"
+    args = ["report", *map(str, two_fake_runs), "--out", str(out), "--n-boot", "20"]
+    assert main(args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("plots") in {p.parent for p in before}
+    write_fake_run(two_fake_runs[0], "dsl_llada", {"pretrained": "/ckpt/dsl"},
+                   {"dsl_summ_xsum_16step": summ_samples([9, 9, 9, 9, 9])}, date="2026-02-01T00-00-00.000001", timestamp=2.0)
+    real = Path.write_bytes
+
+    def disk_full_on_html(self, data):
+        if "report.html" in self.name:
+            with open("/dev/full", "wb") as f:  # a real ENOSPC from the kernel (no file name in it)
+                f.write(data)
+                f.flush()
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_on_html)
+    capsys.readouterr()
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"dslbench report: error: {out / 'report.html'}: no space left on device"
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and not list(out.glob(".*"))
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert (out / "leaderboard.csv").read_bytes() != before[Path("leaderboard.csv")]
+
+
+def test_a_write_failure_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from dslbench.report import io
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")  # what a failed write() raises: no file name
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as err:
+        io.write_text_atomic("x", tmp_path / "a.csv")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "a.csv")
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_into_an_unwritable_place_is_one_line(two_fake_runs, tmp_path, capsys):
+    from dslbench.cli import main
+
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["report", *map(str, two_fake_runs), "--out", str(tmp_path / "afile" / "o")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("dslbench report: error: " + str(tmp_path / "afile"))
+
+
+def test_a_killed_reports_staging_folder_is_removed(two_fake_runs, tmp_path):
+    from dslbench.report.build import STAGE_PREFIX
+
+    out = tmp_path / "o"
+    (out / f"{STAGE_PREFIX}999999999-abc").mkdir(parents=True)  # no such process
+    build_report(two_fake_runs, out, n_boot=20)
+    assert not list(out.glob(f"{STAGE_PREFIX}*")) and (out / "report.html").is_file()

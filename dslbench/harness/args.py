@@ -1,9 +1,45 @@
-"""Declared model arguments of the dslbench backends: parsing, defaults, clear errors."""
+"""Declared model arguments of the dslbench backends: parsing, defaults, clear errors.
+
+Every value, from ``--model_args`` or from a task's generation kwargs, goes through
+:func:`convert`: type, choices and the declared :class:`Range` (NaN is never a valid number),
+so a value outside what the sampler means is refused by name instead of silently falling back.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numeric interval; ``None`` = unbounded on that side, ``*_open`` = bound excluded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "any number"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+UNIT = Range(0, 1)
 
 
 @dataclass(frozen=True)
@@ -12,6 +48,7 @@ class Arg:
     kind: type | None = None  # int, float, bool, str; None = any
     choices: tuple | None = None
     help: str = ""
+    valid: Range | None = None  # allowed values of a number (None, the "use the default" value, always passes)
 
 
 def _to_bool(name: str, value: Any) -> bool:
@@ -43,6 +80,10 @@ def convert(name: str, spec: Arg, value: Any) -> Any:
     if spec.choices is not None and value not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices)
         raise ValueError(f"model arg {name}={value!r} is not allowed; choose one of: {allowed}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"model arg {name}={value!r} is not a number; allowed: {spec.valid or 'a finite number'}")
+    if spec.valid is not None and value not in spec.valid:
+        raise ValueError(f"model arg {name}={value!r} is out of range; allowed: {spec.valid}")
     return value
 
 
@@ -57,10 +98,3 @@ def parse_args(backend: str, specs: dict[str, Arg], given: dict[str, Any]) -> di
         out[name] = convert(name, spec, given[name]) if name in given else spec.default
     return out
 
-
-def check_positive(name: str, value: Any, allow_none: bool = False, check: Callable[[Any], bool] | None = None) -> None:
-    if value is None and allow_none:
-        return
-    ok = check(value) if check else (value is not None and value > 0)
-    if not ok:
-        raise ValueError(f"{name}={value!r} must be a positive number")

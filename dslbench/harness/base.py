@@ -21,7 +21,7 @@ from lm_eval.models.utils import Collator
 from tqdm import tqdm
 
 from dslbench.diffusion.denoiser import ModelDenoiser
-from dslbench.harness.args import Arg, convert, parse_args
+from dslbench.harness.args import AT_LEAST_1, Arg, Range, convert, parse_args
 from dslbench.harness.stats import attach_stats
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,13 @@ COMMON_ARGS: dict[str, Arg] = {
     "pretrained": Arg(None, str, help="local checkpoint directory or hub id"),
     "dtype": Arg("auto", str, ("auto", "float32", "bfloat16", "float16"), "auto: bf16 on GPU, fp32 on CPU"),
     "device": Arg("auto", str, help="auto, cpu, cuda, cuda:N"),
-    "batch_size": Arg(1, int, help="prompts decoded together"),
-    "max_batch_size": Arg(None, int, help="accepted for lm-eval compatibility; batch_size is used"),
+    "batch_size": Arg(1, int, help="prompts decoded together", valid=AT_LEAST_1),
+    "max_batch_size": Arg(None, int, help="accepted for lm-eval compatibility; batch_size is used", valid=AT_LEAST_1),
     "seed": Arg(1234, int, help="seed of every random draw of the sampler"),
-    "max_length": Arg(None, int, help="max prompt + generation tokens (default: the model's max_sequence_length)"),
+    "max_length": Arg(None, int, help="max prompt + generation tokens (default: the model's max_sequence_length)", valid=Range(2)),
     "response_cut": Arg("eos", str, ("eos", "none"), "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
-    "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood"),
-    "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood"),
+    "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood", valid=AT_LEAST_1),
+    "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood", valid=AT_LEAST_1),
     "prompt_cache": Arg(False, bool, help="approximate prompt K/V cache for generation (Fast-dLLM style): the prompt no longer sees the evolving span"),
     "prompt_cache_refresh": Arg(0, int, help="with prompt_cache: a full pass every N calls (0: only the first call of a generation)"),
 }
@@ -71,6 +71,17 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _launched_world_size() -> int:
+    """Processes of this launch, from the launcher's environment (torchrun sets WORLD_SIZE;
+    mpirun, which ``accelerate launch --cpu --mpirun_hostfile`` uses, its own variables)."""
+    import os
+
+    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        if os.environ.get(var, "").strip().isdigit():
+            return int(os.environ[var])
+    return 1
+
+
 class DiffusionBackend(LM):
     NAME = "diffusion"
     SAMPLER_ARGS: dict[str, Arg] = {}
@@ -84,11 +95,10 @@ class DiffusionBackend(LM):
         if not self.args["pretrained"]:
             raise ValueError(f"{self.NAME}: model arg 'pretrained' is required (a checkpoint directory or hub id)")
         self.defaults = {k: self.args[k] for k in self.SAMPLER_ARGS}
+        self._given = {k for k in kwargs if k in self.SAMPLER_ARGS}  # sampler args the user set
         self._setup_distributed()
         self._load(self.args["pretrained"])
         self.batch_size = self.args["batch_size"]
-        if self.batch_size < 1:
-            raise ValueError(f"model arg batch_size={self.batch_size} must be >= 1")
         self._check_prompt_cache()
         self._cache_seam = None
 
@@ -107,17 +117,28 @@ class DiffusionBackend(LM):
 
     # ------------------------------------------------------------------ set-up
     def _setup_distributed(self) -> None:
-        import os
+        """Data parallel under ``torchrun`` / ``accelerate launch``: each rank decodes its share.
 
+        accelerate picks a distributed backend for a launched process only on an accelerator or
+        when told ``cpu=True``; without it, every process of a CPU launch believed it was rank 0
+        of 1 and decoded every document. So the resolved device decides: CPU ranks meet over gloo
+        (MPI under mpirun), GPU ranks over NCCL, each on its own GPU."""
         self.accelerator = None
         device = _resolve_device(self.args["device"])
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        launched = _launched_world_size()
+        if launched > 1:
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator()
+            self.accelerator = Accelerator(cpu=device.type == "cpu")
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
-            if device.type == "cuda":
+            if self._world_size != launched:
+                raise RuntimeError(
+                    f"{self.NAME}: launched as {launched} processes but accelerate set up "
+                    f"{self._world_size} ({self.accelerator.distributed_type}); every process would decode "
+                    "every document. Launch with torchrun --nproc_per_node N or accelerate launch --multi_gpu"
+                )
+            if device.type != "cpu":  # accelerate names CPU ranks cpu:N, which safetensors refuses
                 device = self.accelerator.device
         self._device = device
 
@@ -249,7 +270,8 @@ class DiffusionBackend(LM):
                 opts[key] = convert(key, self.SAMPLER_ARGS[key], value)
         # lm-eval's generic length key; an explicit gen_length wins.
         if "gen_length" not in gen_kwargs and gen_kwargs.get("max_gen_toks") is not None:
-            opts["gen_length"] = int(gen_kwargs["max_gen_toks"])
+            opts["gen_length"] = convert("max_gen_toks", self.SAMPLER_ARGS["gen_length"], gen_kwargs["max_gen_toks"])
+        self._warn_overrides(opts)
         if gen_kwargs.get("do_sample") and not opts.get("temperature"):
             raise ValueError(f"{self.NAME}: do_sample=true needs temperature > 0")
         until = gen_kwargs.get("until") or []
@@ -269,6 +291,18 @@ class DiffusionBackend(LM):
                 "nfe": int(gen_kwargs.get("repair_nfe", 1)),
             }
         return opts
+
+    def _warn_overrides(self, opts: dict) -> None:
+        """A task's own value (its ``nfe``, ``gen_length``, ...) wins over the same model arg: say
+        so once per arg, since the model arg the user wrote is then not what runs."""
+        warned = self.__dict__.setdefault("_overrides_warned", set())
+        for key in sorted(getattr(self, "_given", ())):
+            if key not in warned and opts.get(key) != self.defaults[key]:
+                warned.add(key)
+                log.warning(
+                    "%s: model arg %s=%r is overridden by the task's generation kwargs (%s=%r is used)",
+                    self.NAME, key, self.defaults[key], key, opts[key],
+                )
 
     # ------------------------------------------------------------------ generation
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
@@ -380,6 +414,8 @@ class DiffusionBackend(LM):
                     "seconds": seconds,
                     "batch_size": len(contexts),
                     "response_cut": self.args["response_cut"],
+                    "rank": self.rank,
+                    "world_size": self.world_size,
                     **result.extra,
                 }
                 text = attach_stats(text, stats)
@@ -467,6 +503,8 @@ class DiffusionBackend(LM):
                 "repair_mode": spec["mode"],
                 "repair_rate": spec["rate"],
                 "repair_seed": spec["seed"],
+                "rank": self.rank,
+                "world_size": self.world_size,
                 "original_ids": original.tolist(),
                 "corrupted_ids": corrupted.tolist(),
                 "repaired_ids": repaired.tolist(),

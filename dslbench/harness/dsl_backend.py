@@ -30,25 +30,26 @@ from lm_eval.api.registry import register_model
 
 from dslbench.diffusion.sde import ACCOUNTINGS, ONE_CALL_STEPS, SAMPLERS, dsl_generate, dsl_repair
 from dslbench.diffusion.repair import TOKEN_PATH, repair_protocol
-from dslbench.harness.args import Arg
+from dslbench.harness.args import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Arg
 from dslbench.harness.base import DiffusionBackend, SampleResult
 
 REPAIR_PATHS = (TOKEN_PATH, "converter")
 
 DSL_ARGS: dict[str, Arg] = {
-    "nfe": Arg(16, int, help="forward-pass budget per sample, the final argmax pass included"),
-    "gen_length": Arg(128, int, help="generated tokens (response span length)"),
+    "nfe": Arg(16, int, help="forward-pass budget per sample, the final argmax pass included", valid=AT_LEAST_1),
+    "gen_length": Arg(128, int, help="generated tokens (response span length)", valid=AT_LEAST_1),
     "sampler": Arg("sde", str, SAMPLERS, "sde: Heun SDE; ode: Heun, no noise; euler: one call per step"),
-    "noise_scale": Arg(None, float, help="SDE noise scale (default: 0.1 / 0.05 / 0.01 / 0.005 by budget; 0 for ode)"),
-    "beta": Arg(None, float, help="converter beta at inference (default: 2 x the learned beta)"),
-    "topk": Arg(512, int, help="posterior mean over the top-k renormalised probabilities"),
+    "noise_scale": Arg(None, float, help="SDE noise scale (default: 0.1 / 0.05 / 0.01 / 0.005 by budget; 0 for ode)", valid=NON_NEGATIVE),
+    "beta": Arg(None, float, help="converter beta at inference (default: 2 x the learned beta)", valid=POSITIVE),
+    "topk": Arg(512, int, help="posterior mean over the top-k renormalised probabilities", valid=AT_LEAST_1),
     "accounting": Arg("strict", str, ACCOUNTINGS, "strict: nfe caps every call; published: nfe//2 Heun steps + 1 final pass"),
     "one_call_step": Arg("exponential", str, ONE_CALL_STEPS, "form of the one-call steps (euler sampler, odd budgets)"),
     "repair_path": Arg("token", str, REPAIR_PATHS,
                        "token: the published repair protocol (the corrupted ids' token embeddings straight into the "
                        "backbone, one forward, argmax); converter: a dslbench variant, not the published protocol "
                        "(the corrupted tokens enter through the converter at repair_snr)"),
-    "repair_snr": Arg(100.0, float, help="with repair_path=converter: SNR at which the corrupted tokens enter the converter"),
+    "repair_snr": Arg(100.0, float, help="with repair_path=converter: SNR at which the corrupted tokens enter the converter",
+                      valid=POSITIVE),
 }
 
 DEFAULT_RESPONSE_CUT = "none"
@@ -92,8 +93,6 @@ class DSLLLaDA(DiffusionBackend):
         return float(opts["beta"]), float(opts["beta"]) / learned
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
-        if opts["topk"] < 1:
-            raise ValueError(f"{self.NAME}: topk={opts['topk']} must be >= 1")
         beta, beta_scale = self._beta_scale(opts)
         out = dsl_generate(
             self._seam(prompt_ids.shape[1]),

@@ -2,7 +2,8 @@
 
 Each cell writes lm-eval's own results/samples files under its folder, then a ``done.json``
 marker (atomically, last): a cell with the marker is finished and is skipped on a re-run, so an
-interrupted regeneration resumes where it stopped.
+interrupted regeneration resumes where it stopped. lm-eval only logs a failure to write those
+files, so the marker is written only after they are read back complete (:func:`check_saved`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,52 @@ import os
 from pathlib import Path
 
 DONE = "done.json"
+
+
+class CellSaveError(RuntimeError):
+    """lm-eval finished but its results / samples files are missing or incomplete."""
+
+
+def check_saved(results_file: Path, samples_files: dict[str, Path], expected: dict[str, int]) -> None:
+    """Read back what lm-eval wrote: the results file parses and names every task, and each
+    task's samples file holds one parseable record per evaluated document."""
+    def fail(path: Path, why: str) -> CellSaveError:
+        return CellSaveError(f"{path}: {why}; the cell is not marked done (lm-eval logs, but does not raise, "
+                             "errors writing its outputs: check free space and permissions, then re-run)")
+
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise fail(results_file, "lm-eval did not write its results file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise fail(results_file, f"unreadable results file ({err})") from None
+    missing = sorted(set(expected) - set(results.get("results", {})) if isinstance(results, dict) else expected)
+    if missing:
+        raise fail(results_file, f"no results for task(s) {', '.join(missing)}")
+    for task, n in expected.items():
+        path = samples_files[task]
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+        except FileNotFoundError:
+            raise fail(path, f"lm-eval did not write the samples of {task}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise fail(path, f"unreadable samples file ({err})") from None
+        if len(records) != n:
+            raise fail(path, f"{len(records)} sample record(s) for {task}, expected {n}")
+
+
+def write_json_atomic(data, path: Path) -> None:
+    """``data`` as JSON at ``path`` (temp file + rename); a failed write names the file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a full disk fails write() with no file name
+            raise type(err)(err.errno, err.strerror or str(err), str(path)) from err
+        raise
 
 
 def cell_done(out_dir: str | os.PathLike) -> dict | None:
@@ -75,12 +122,18 @@ def evaluate_cell(
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    # Where the tracker wrote (its own naming: OUT/<model>/results_<date>.json, samples_<task>_<date>.jsonl).
+    where = out_dir / str(tracker.general_config_tracker.model_name_sanitized)
+    date = getattr(tracker, "date_id", None)
+    check_saved(
+        where / f"results_{date}.json",
+        {t: where / f"samples_{t}_{date}.jsonl" for t in samples},
+        {t: len(v) for t, v in samples.items()},
+    )
     summary = json.loads(json.dumps(
         {k: results[k] for k in ("results", "n-samples", "config") if k in results},
         default=handle_non_serializable,
     ))
-    tmp = out_dir / (DONE + ".tmp")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    os.replace(tmp, out_dir / DONE)
+    write_json_atomic(summary, out_dir / DONE)
     return summary

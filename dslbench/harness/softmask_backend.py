@@ -15,7 +15,7 @@ import torch
 from lm_eval.api.registry import register_model
 
 from dslbench.diffusion.softmask import SoftMaskParams, read_softmask, softmask_embeds_fn
-from dslbench.harness.args import Arg
+from dslbench.harness.args import AT_LEAST_1, POSITIVE, Arg, Range
 from dslbench.harness.base import SampleResult
 from dslbench.harness.mdm_backend import MDM_ARGS, MDMLLaDA
 
@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 
 SOFTMASK_ARGS: dict[str, Arg] = {
     **MDM_ARGS,
-    "k": Arg(None, int, help="top-k predictions blended into a masked position (default: the checkpoint's k, else 1)"),
-    "scale": Arg(None, float, help="soft-mask scale in [0, 1) (default: from the checkpoint, else the initial value)"),
-    "centre": Arg(None, float, help="soft-mask entropy centre < 0 (default: from the checkpoint, else -0.75)"),
-    "steepness": Arg(None, float, help="soft-mask steepness > 0 (default: from the checkpoint, else 6.66)"),
+    "k": Arg(None, int, help="top-k predictions blended into a masked position (default: the checkpoint's k, else 1)", valid=AT_LEAST_1),
+    "scale": Arg(None, float, help="soft-mask scale in [0, 1) (default: from the checkpoint, else the initial value)", valid=Range(0, 1, high_open=True)),
+    "centre": Arg(None, float, help="soft-mask entropy centre < 0 (default: from the checkpoint, else -0.75)", valid=Range(high=0, high_open=True)),
+    "steepness": Arg(None, float, help="soft-mask steepness > 0 (default: from the checkpoint, else 6.66)", valid=POSITIVE),
 }
 
 

@@ -12,11 +12,18 @@
 ``report.md``               the report; images referenced from ``plots/``
 ``report.html``             the same report, self-contained (images as data URIs)
 ==========================  ===============================================================
+
+The report is written as a unit: every file goes into a staging folder inside ``out`` first and
+is renamed into place only once all of them are written, so a failure (a full disk, a plot that
+cannot be drawn) leaves the previous report as it was, never new CSVs beside an old report.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -24,12 +31,13 @@ from typing import Iterable
 import pandas as pd
 
 from dslbench.report import tables
-from dslbench.report.io import write_csv_atomic, write_parquet_atomic, write_text_atomic
+from dslbench.report.io import write_bytes_atomic, write_csv_atomic, write_parquet_atomic, write_text_atomic
 from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, load_runs
 from dslbench.report.plots import make_plots
 from dslbench.report.render import to_html, to_markdown
 from dslbench.report.stats import paired_comparisons
 
+STAGE_PREFIX = ".report-staging-"
 PAIRED_METRICS = ("rouge1", "words", "adjacent_rep", "fix_rate", "preserve_rate")
 
 
@@ -67,34 +75,112 @@ def build_report(
     run_dirs = [Path(p) for p in run_dirs]
     out = Path(out)
     loaded = load_runs(run_dirs, strict=strict)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_stages(out)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out))
+    try:
+        staged = _write_report(loaded, run_dirs, stage, headline_nfe=headline_nfe, baselines=baselines,
+                               samples_format=samples_format, n_boot=n_boot, seed=seed, title=title, note=note)
+        rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
+        rep.files = _commit(staged, stage, out, Path(leaderboard_path) if leaderboard_path else None)
+    except OSError as err:
+        raise _unstaged(err, stage, out) from err
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return rep
+
+
+def _unstaged(err: OSError, stage: Path, out: Path) -> OSError:
+    """The error naming the report file (``out/...``) rather than its staging copy."""
+    try:
+        rel = Path(os.fsdecode(err.filename)).relative_to(stage)
+    except (TypeError, ValueError):
+        return err
+    return type(err)(err.errno, err.strerror or str(err), str(out / rel))
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Staging folders left by a killed report (their process is gone)."""
+    for old in out.glob(f"{STAGE_PREFIX}*"):
+        pid = old.name[len(STAGE_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` over ``dst`` (a folder replaces the old folder); across file systems, copy."""
+    if src.is_dir():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.replace(src, dst)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        write_bytes_atomic(src.read_bytes(), dst)
+
+
+def _commit(staged: dict[str, Path], stage: Path, out: Path, leaderboard_path: Path | None) -> dict[str, Path]:
+    """Move the staged report into ``out``: plots first, the pages last (renames only)."""
+    final = {}
+    for key, path in staged.items():
+        final[key] = leaderboard_path if key == "leaderboard" and leaderboard_path else out / path.relative_to(stage)
+    plots = stage / "plots"
+    if plots.is_dir():
+        _replace(plots, out / "plots")
+    elif (out / "plots").is_dir():
+        shutil.rmtree(out / "plots")  # the new report has no plots: the old ones are not part of it
+    pages = ("report.md", "report.html")
+    for key in sorted(staged, key=lambda k: k in pages):
+        if not key.startswith("plot:"):
+            final[key].parent.mkdir(parents=True, exist_ok=True)
+            _replace(staged[key], final[key])
+    return final
+
+
+def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_nfe, baselines, samples_format,
+                  n_boot, seed, title, note) -> dict[str, Path]:
+    """Every file of the report, written under ``out`` (the staging folder)."""
     cells, samples = loaded.cells, loaded.samples
-    rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
+    files: dict[str, Path] = {}
 
     # Wall-clock figures change from run to run: they live in timings.csv, so that a regenerated
     # leaderboard.csv is byte-identical for the same seed on the same machine.
     timing = [c for c in cells.columns if c in TIMING_METRICS]
-    rep.files["leaderboard"] = write_csv_atomic(
-        cells.drop(columns=timing), Path(leaderboard_path) if leaderboard_path else out / "leaderboard.csv"
-    )
-    rep.files["timings"] = write_csv_atomic(cells[[c for c in ID_COLUMNS if c in cells.columns] + timing], out / "timings.csv")
+    files["leaderboard"] = write_csv_atomic(cells.drop(columns=timing), out / "leaderboard.csv")
+    files["timings"] = write_csv_atomic(cells[[c for c in ID_COLUMNS if c in cells.columns] + timing], out / "timings.csv")
     if samples_format == "parquet":
-        rep.files["samples"] = write_parquet_atomic(samples, out / "samples.parquet")
+        files["samples"] = write_parquet_atomic(samples, out / "samples.parquet")
     else:
-        rep.files["samples"] = write_csv_atomic(samples, out / "samples.csv", float_format="%.6g")
+        files["samples"] = write_csv_atomic(samples, out / "samples.csv", float_format="%.6g")
     paired = paired_comparisons(samples, PAIRED_METRICS, n_boot=n_boot, seed=seed)
-    rep.files["paired"] = write_csv_atomic(paired, out / "paired.csv", float_format="%.6g")
+    files["paired"] = write_csv_atomic(paired, out / "paired.csv", float_format="%.6g")
     pareto = tables.pareto_table(cells)
-    rep.files["pareto"] = write_csv_atomic(pareto, out / "pareto.csv")
+    files["pareto"] = write_csv_atomic(pareto, out / "pareto.csv")
     plots = make_plots(cells, out / "plots")
     for caption, path in plots:
-        rep.files[f"plot:{path.name}"] = path
+        files[f"plot:{path.name}"] = path
 
     published = tables.load_published(baselines if baselines is not None else _baselines_default())
     blocks = report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs,
                            headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed)
-    rep.files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
-    rep.files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
-    return rep
+    files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
+    files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
+    return files
 
 
 def _legend() -> str:

@@ -14,6 +14,13 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _named(err: OSError, path: Path) -> OSError:
+    """The error with the file it concerns (a failed ``write`` names none, e.g. a full disk)."""
+    if err.filename is None:
+        return type(err)(err.errno, err.strerror or str(err), str(path))
+    return err
+
+
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +28,8 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as err:
+        raise _named(err, path) from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -47,6 +56,8 @@ def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     try:
         df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as err:
+        raise _named(err, path) from err
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -31,6 +31,13 @@ results / samples files, the runner's ``cell.json`` and ``evaluate_cell``'s ``do
 is evaluated into a hidden ``.<cell>.partial`` folder and renamed into place when finished, so
 an interrupted run leaves no half cell behind; finished cells whose ``cell.json`` matches the
 config are skipped (resume), ``force=True`` redoes them.
+
+A cell's identity (``cell.json``) is what determines its numbers: the model (its backend and
+args), the tasks, budget, limit, seed, batch size and the dslbench / lm-eval / torch versions,
+never where the output folder lives: a checkpoint inside the output folder (the tiny models) is
+recorded relative to it, so moving the folder or spelling ``--out`` differently redoes nothing.
+Before the first cell, every model's backend and model args are checked against the backend's
+declared args (names, types, ranges), so a typo in the last model fails in seconds, not hours.
 """
 
 from __future__ import annotations
@@ -150,8 +157,12 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
         raise fail("tasks use {nfe} but no budgets are given")
     output = Path(out) if out is not None else Path(raw.get("output") or f"results/{path.stem if path else 'leaderboard'}")
     limit = raw.get("limit")
-    if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
+    if limit is not None and not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0):
         raise fail("'limit' must be a positive number or null")
+    for key, low in (("seed", 0), ("batch_size", 1), ("headline_nfe", 1)):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise fail(f"'{key}' must be an integer >= {low}, got {value!r}")
     return MatrixConfig(
         path=path, name=str(raw.get("name") or (path.stem if path else "leaderboard")), output=output,
         models=models, tasks=list(tasks), budgets=sorted(set(budgets)), limit=limit,
@@ -241,12 +252,36 @@ def _known_tasks() -> set[str] | None:
     return names
 
 
+def _check_backend_args(spec: ModelSpec, args: dict[str, Any]) -> None:
+    """The backend exists and every model arg is one it declares, with an allowed value: the
+    same parsing the backend does when lm-eval creates it, without loading a model."""
+    import importlib
+
+    from dslbench._lm_eval_hook import BACKENDS
+    from dslbench.harness.args import parse_args
+
+    if spec.backend not in BACKENDS:
+        raise MatrixConfigError(f"model {spec.name!r}: unknown backend {spec.backend!r}; "
+                                f"choose one of: {', '.join(sorted(BACKENDS))}")
+    module, _, cls_name = BACKENDS[spec.backend].partition(":")
+    backend = getattr(importlib.import_module(module), cls_name)
+    from dslbench.harness.base import COMMON_ARGS
+
+    if not args.get("pretrained"):
+        raise MatrixConfigError(f"model {spec.name!r}: model_args needs pretrained (a checkpoint directory or hub id)")
+    try:
+        parse_args(spec.backend, {**COMMON_ARGS, **backend.SAMPLER_ARGS}, args)
+    except ValueError as err:
+        raise MatrixConfigError(f"model {spec.name!r}: {err}") from None
+
+
 def check_config(config: MatrixConfig, cells: list[Cell]) -> None:
-    """Refuse unset variables / placeholders and unknown dslbench task names before running."""
+    """Refuse, before anything runs: unset variables / placeholders, unknown backends, model args
+    a backend does not declare or values outside their range, and unknown dslbench task names."""
     problems = []
     for m in config.models:
         try:
-            resolve_model_args(m, config.output / "models", build=False)
+            _check_backend_args(m, resolve_model_args(m, config.output / "models", build=False))
         except MatrixConfigError as err:
             problems.append(str(err))
     known = _known_tasks()
@@ -261,10 +296,45 @@ def check_config(config: MatrixConfig, cells: list[Cell]) -> None:
 
 
 # ----------------------------------------------------------------------------- running
-def cell_description(cell: Cell, config: MatrixConfig, model_args: dict[str, Any]) -> dict[str, Any]:
+OUTPUT_MARK = "<output>"  # a path inside the output folder, in a cell's identity
+
+
+def _portable(value: Any, output: Path) -> Any:
+    """A local path inside the output folder as ``<output>/rel``; anything else (a hub id, a
+    path elsewhere, ``tiny:seed=N``) unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value)
+    if not (path.is_absolute() or path.exists()):
+        return value  # not a local path (a relative hub id would otherwise resolve against the cwd)
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(output))
+    except ValueError:
+        return value
+    return f"{OUTPUT_MARK}/{rel.as_posix()}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the code that computes a cell's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("dslbench", "lm_eval", "torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def cell_description(cell: Cell, config: MatrixConfig) -> dict[str, Any]:
+    """The cell's identity: everything that determines its numbers and nothing about where the
+    output lives (``tiny:seed=N`` as written, other paths inside the output folder relative to it)."""
+    args = {k: _portable(_expand(cell.model.name, k, v), config.output) for k, v in cell.model.model_args.items()}
     return {
-        "name": cell.model.name, "backend": cell.model.backend, "model_args": model_args,
+        "name": cell.model.name, "backend": cell.model.backend, "model_args": args,
         "budget": cell.budget, "tasks": cell.tasks, "limit": config.limit, "seed": config.seed,
+        "batch_size": config.batch_size, "versions": versions(),
     }
 
 
@@ -281,8 +351,11 @@ def cell_finished(cell: Cell, expected: dict[str, Any]) -> bool:
     return have == json.loads(json.dumps(expected))
 
 
-def _run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc: dict, evaluate: Callable) -> None:
-    from dslbench.harness.run import DONE
+def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc: dict, evaluate: Callable) -> None:
+    """Evaluate one cell into ``.<cell>.partial`` and rename it into place once done: the inputs
+    in, the cell's files out, nothing else touched (another executor can call it as is). On any
+    failure the partial folder is removed and the cell stays pending."""
+    from dslbench.harness.run import DONE, write_json_atomic
 
     partial = cell.dir.parent / f".{cell.dir.name}.partial"
     old = cell.dir.parent / f".{cell.dir.name}.old"
@@ -290,13 +363,15 @@ def _run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc
         if p.exists():
             shutil.rmtree(p)
     partial.mkdir(parents=True)
-    tmp = partial / f".{CELL_INFO}.tmp"
-    tmp.write_text(json.dumps(desc, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, partial / CELL_INFO)
-    evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=config.limit, seed=config.seed,
-             batch_size=config.batch_size, force=True)
-    if not (partial / DONE).is_file():
-        raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
+    try:
+        write_json_atomic(desc, partial / CELL_INFO)
+        evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=config.limit, seed=config.seed,
+                 batch_size=config.batch_size, force=True)
+        if not (partial / DONE).is_file():
+            raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if cell.dir.exists():
         os.replace(cell.dir, old)
     os.replace(partial, cell.dir)
@@ -332,15 +407,14 @@ def run_matrix(
     result = MatrixResult()
     models_dir = config.output / "models"
     for i, cell in enumerate(cells, 1):
-        args = resolve_model_args(cell.model, models_dir, build=False)
-        desc = cell_description(cell, config, args)
+        desc = cell_description(cell, config)
         if not force and cell_finished(cell, desc):
             log(f"[{i}/{len(cells)}] {cell.label}: finished, skipped")
             result.skipped.append(cell)
             continue
         args = resolve_model_args(cell.model, models_dir, build=True)
         log(f"[{i}/{len(cells)}] {cell.label}: evaluating {', '.join(cell.tasks)}")
-        _run_cell(cell, config, args, desc, evaluate)
+        run_cell(cell, config, args, desc, evaluate)
         result.ran.append(cell)
     if report:
         from dslbench.report.build import build_report
