@@ -39,6 +39,7 @@ from typing import Callable
 
 import torch
 
+from dslbench.diffusion import rng
 from dslbench.diffusion.denoiser import Denoiser, logits_from
 from dslbench.diffusion.remdm import RemdmConfig, block_schedule, choose_remask, remask_probability
 
@@ -128,7 +129,7 @@ def mdm_generate(
     logits_eos_inf: bool = False,
     confidence_eos_eot_inf: bool = False,
     remdm: RemdmConfig | None = None,
-    generator: torch.Generator | None = None,
+    generator: rng.Generators = None,
     trace: Callable[[StepTrace], None] | None = None,
     input_embeds_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor] | None = None,
 ) -> MDMOutput:
@@ -136,7 +137,8 @@ def mdm_generate(
 
     ``prompt_mask`` is 1 on real tokens and 0 on left padding; ``None`` means no padding.
     ``generator`` drives every random draw (Gumbel noise, random confidences, ReMDM), so the
-    same seed gives the same tokens; it must live on the prompt's device.
+    same seed gives the same tokens; a sequence of generators, one per row, gives each row its
+    own stream (:mod:`dslbench.diffusion.rng`: a row's tokens then do not depend on its batch).
 
     ``input_embeds_fn(canvas_ids, prev_logits, is_masked) -> embeds`` (soft-masking's hook)
     replaces ``denoiser.embed`` for the network inputs: ``canvas_ids`` ``[B, T]`` is the canvas
@@ -264,7 +266,7 @@ def _propose(
     eos_ids: torch.Tensor,
     logits_eos_inf: bool,
     confidence_eos_eot_inf: bool,
-    generator: torch.Generator | None,
+    generator: rng.Generators,
     rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Candidate tokens, their softmax probabilities and the confidence used for ranking.
@@ -291,7 +293,7 @@ def _propose(
     if remasking == "low_confidence":
         confidence = x0_prob
     else:
-        confidence = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+        confidence = rng.rand(x0.shape, generator, device=x0.device, dtype=torch.float64)
         if confidence_eos_eot_inf and eos_ids.numel():
             confidence = confidence.masked_fill(torch.isin(x0, eos_ids), -1.0)
     return x0, x0_prob, confidence
@@ -318,7 +320,7 @@ def _proposal_float64(raw, temperature, eos_id, eos_ids, logits_eos_inf, confide
     if temperature > 0:
         # Gumbel-max in float64 with LLaDA's noise: it ranks exp(l) / (-log u)^T; the log of that,
         # l - T * log(-log u), has the same argmax and cannot overflow for large logits.
-        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        u = rng.rand(logits.shape, generator, device=logits.device, dtype=torch.float64)
         x0 = (logits - temperature * torch.log(-torch.log(u))).argmax(dim=-1)
     elif logits_eos_inf:
         x0 = logits.argmax(dim=-1)
