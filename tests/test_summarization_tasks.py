@@ -26,7 +26,7 @@ PROMPTS = {  # verbatim from the DSL-LLaDA release (build_summarization_data.py)
     "samsum": "Summarize the following dialogue in 1-2 sentences:",
 }
 GEN_LENGTH = {"xsum": 128, "cnndm": 256, "pubmed": 256, "arxiv": 256, "samsum": 128, "synth": 64}
-EFFICIENCY = ("nfe", "gen_tokens", "seconds_per_sample", "tokens_per_forward")
+EFFICIENCY = ("nfe", "gen_tokens", "seconds_per_sample", "truncated_rate", "tokens_per_forward")
 TASKS_DIR = dslbench.paths.tasks_dir() / "summarization"
 
 
@@ -151,12 +151,14 @@ def test_bad_data_error_names_file_and_line(tmp_path, monkeypatch):
 def test_process_results_scores_an_empty_output():
     utils = _utils()
     doc = {"id": "1", "document": "the cat sat on the mat .", "summary": "a cat sat", "instruction": "x"}
-    stats = {"nfe": 4, "gen_tokens": 0, "seconds": 0.5}
+    stats = {"nfe": 4, "gen_tokens": 0, "seconds": 0.5, "prompt_tokens_dropped": 0, "prompt_dropped_text": ""}
     out = utils.process_results(doc, [attach_stats("", stats)])
     assert list(out) == [*SUMMARY_METRICS, *EFFICIENCY]
     assert out["rouge1"] == out["rouge2"] == out["rougeL"] == 0.0
     assert out["empty"] == 1.0 and out["short_output"] == 1.0 and out["words"] == 0.0
-    assert out["nfe"] == 4.0 and out["tokens_per_forward"] == (0.0, 4.0)
+    assert out["n_empty"] == 1.0 and out["words_nonempty"] is None
+    assert out["coverage"] is out["density"] is out["compression"] is None  # nothing filled in
+    assert out["nfe"] == 4.0 and out["tokens_per_forward"] == (0.0, 4.0) and out["truncated_rate"] == 0.0
     full = utils.process_results(doc, [attach_stats("a cat sat", {**stats, "gen_tokens": 3})])
     assert full["rouge1"] == 100.0 and full["empty"] == 0.0
 
@@ -192,6 +194,8 @@ def test_end_to_end_xsum_4step(shared_data, tiny_ckpt):
         assert f"{key},none" in metrics, key
     assert 0 < metrics["nfe,none"] <= 4
     samples = out["samples"]["dsl_summ_xsum_4step"]
+    cut = [split_stats(s["resps"][0][0])[1]["prompt_tokens_dropped"] > 0 for s in samples]
+    assert metrics["truncated_rate,none"] == sum(cut) / len(cut)
     assert [s["doc"]["id"] for s in samples] == ["38630833", "37412258"]
     for s in samples:
         text, stats = split_stats(s["resps"][0][0])
