@@ -202,3 +202,41 @@ def test_end_to_end_xsum_4step(shared_data, tiny_ckpt):
         assert stats["nfe"] <= 4 and stats["gen_length"] == 128
         context, gen_kwargs = s["arguments"][0]
         assert gen_kwargs["nfe"] == 4 and context.startswith(PROMPTS["xsum"] + "\n\n")
+
+
+def test_cyrillic_references_warn_once_and_the_unicode_tokenizer_scores_them(tmp_path, monkeypatch, caplog):
+    import json
+    import logging
+
+    rows = [{"id": str(i), "document": f"Анна: привет {i}! Борис: пока.", "summary": "Анна и Борис прощаются."} for i in range(3)]
+    rows.append({"id": "en", "document": "anna: hi. bob: bye.", "summary": "Anna greets Bob."})
+    (tmp_path / "samsum.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        task = _tm(metadata={"n_docs": 4}).load(["dsl_summ_samsum_4step"])["tasks"]["dsl_summ_samsum_4step"]
+    warned = [r for r in caplog.records if "no ROUGE tokens" in r.getMessage()]
+    assert len(warned) == 1 and "3 of 4 reference summaries" in warned[0].getMessage()
+    assert "rouge_tokenizer" in warned[0].getMessage()
+    doc = next(d for d in task.test_docs() if d["id"] == "0")
+    stats = {"nfe": 4, "gen_tokens": 3, "seconds": 0.1, "prompt_tokens_dropped": 0, "prompt_dropped_text": ""}
+    assert _utils().process_results(doc, [attach_stats(doc["summary"], stats)])["rouge1"] == 0.0  # default tokenizer
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        task = _tm(metadata={"n_docs": 4, "rouge_tokenizer": "unicode"}).load(["dsl_summ_samsum_4step"])["tasks"]["dsl_summ_samsum_4step"]
+    assert not [r for r in caplog.records if "no ROUGE tokens" in r.getMessage()]
+    doc = next(d for d in task.test_docs() if d["id"] == "0")
+    assert doc["rouge_tokenizer"] == "unicode"
+    assert _utils().process_results(doc, [attach_stats(doc["summary"], stats)])["rouge1"] == 100.0
+    with pytest.raises(ValueError, match="rouge_tokenizer='latin'"):
+        _utils().load_samsum(n_docs=1, rouge_tokenizer="latin")
+
+
+def test_newsroom_is_scored_against_the_source_the_model_saw():
+    doc = {"id": "1", "document": "alpha beta gamma . delta epsilon zeta .", "summary": "alpha beta", "instruction": "x"}
+    base = {"nfe": 4, "gen_tokens": 3, "seconds": 0.1}
+    full = _utils().process_results(doc, [attach_stats("delta epsilon", {**base, "prompt_tokens_dropped": 0, "prompt_dropped_text": ""})])
+    assert full["coverage"] == 1.0 and full["truncated_rate"] == 0.0
+    cut = {**base, "prompt_tokens_dropped": 3, "prompt_dropped_text": " delta epsilon zeta ."}
+    seen = _utils().process_results(doc, [attach_stats("delta epsilon", cut)])
+    assert seen["coverage"] == 0.0 and seen["truncated_rate"] == 1.0  # the copied words were never shown
+    assert seen["compression"] == pytest.approx(4 / 2)  # |alpha beta gamma .| / |delta epsilon|
