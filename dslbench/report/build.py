@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -25,7 +26,7 @@ import pandas as pd
 
 from dslbench.report import tables
 from dslbench.report.io import write_csv_atomic, write_parquet_atomic, write_text_atomic
-from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, load_runs
+from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, ReportWarning, load_runs
 from dslbench.report.plots import make_plots
 from dslbench.report.render import to_html, to_markdown
 from dslbench.report.stats import paired_comparisons
@@ -39,6 +40,7 @@ class Report:
     files: dict[str, Path] = field(default_factory=dict)
     loaded: Loaded | None = None
     warnings: list[str] = field(default_factory=list)
+    empty_cells: list[str] = field(default_factory=list)  # cells with more than half their outputs empty
 
 
 def _baselines_default() -> Path:
@@ -69,6 +71,10 @@ def build_report(
     loaded = load_runs(run_dirs, strict=strict)
     cells, samples = loaded.cells, loaded.samples
     rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
+    rep.empty_cells = tables.empty_cell_warnings(cells)
+    for msg in rep.empty_cells:
+        rep.warnings.append(msg)
+        warnings.warn(msg, ReportWarning, stacklevel=2)
 
     # Wall-clock figures change from run to run: they live in timings.csv, so that a regenerated
     # leaderboard.csv is byte-identical for the same seed on the same machine.
@@ -99,7 +105,9 @@ def build_report(
 
 def _legend() -> str:
     return ("**Bold** = best per dataset: highest ROUGE, lowest repetition / degenerate / short-output "
-            "rate, length ratio closest to 1; words and measured NFE have no better direction. ")
+            "rate / empty %, length ratio closest to 1; words and measured NFE have no better direction. "
+            "Adjacent rep and the rates are means of per-sample values over all outputs, empty ones included "
+            "(an empty output counts 0 repetition): read them with the empty % column. ")
 
 
 def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs, *, headline_nfe,
@@ -118,6 +126,10 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
     if loaded.warnings:
         b.append(("p", "**Warning: partial input.** This report covers what was readable:\n"
                   + "\n".join(f"- {w}" for w in loaded.warnings)))
+    empty = tables.empty_cell_warnings(cells)
+    if empty:
+        b.append(("p", "**Warning: mostly empty outputs.** More than half of these cells' outputs are empty:\n"
+                  + "\n".join(f"- {w}" for w in empty)))
 
     # headline
     values, best, budget = tables.headline_table(cells, headline_nfe)
@@ -185,7 +197,10 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
         ob = tables.open_ended_beside_measured(cells, published)
         b.append(("h", 3, "Length and repetition by NFE"))
         b.append(("p", "The published rows are open-ended generation (GenPPL, Rep % = adjacent repetition, words); "
-                  "ours are summarization outputs: a different task, shown for the shape of the trade-off only."))
+                  "ours are summarization outputs: a different task, shown for the shape of the trade-off only. "
+                  "Both sides use the published aggregation: words averaged over the non-empty outputs, Rep % as "
+                  "repeated adjacent word pairs / all adjacent pairs pooled over the non-empty outputs (not the "
+                  "mean of per-output rates in the headline table)."))
         b.append(("table", ob, None))
         if "published_summarization_headline" in published:
             b.append(("h", 3, "Summarization headline (published, not reproduced)"))
