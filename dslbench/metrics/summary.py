@@ -4,28 +4,28 @@
 ``SUMMARY_METRICS``, in that order; ``AGGREGATION`` says how the task turns each into a figure
 (:mod:`dslbench.metrics.aggregate`):
 
-====================  ================================================================  ==============
-rouge1/2/L            ROUGE F1 x 100, rouge-score with the Porter stemmer (``rouge.py``;  mean
-                      ``rouge_tokenizer``: default or unicode); an empty output scores 0
-words                 output words (``text.words``: whitespace words, the published count) mean
-words_nonempty        the same, None for an empty output (the published average length)   mean_defined
-ref_words             reference words (same tokenisation)                                mean
-length_ratio          words / ref_words (0.0 for an empty output)                       mean
-short_output          1.0 when words < 0.25 * ref_words, or the output is empty           mean
-empty                 1.0 when the output has no words (blank or whitespace only)         mean
-n_empty               the same flag, counted                                            count
-seq_rep_1..4          1 - unique n-grams / n-grams over the output's words; 0.0 with < n  mean
-adjacent_rep          repeated adjacent words / (words - 1); 0.0 with < 2 words           mean
-adjacent_rep_pooled   (repeated adjacent pairs, adjacent pairs): pooled over outputs, as  pooled_ratio
-                      the published Rep % (``repetition.py``)
-distinct_2, 3         unique n-grams / n-grams; 0.0 with < n words (``repetition.py``)    mean
-degenerate            1.0 when one of ``:::`` ``...`` ``{}`` ``""`` ``quest`` U+200B occurs mean
-                      more than 3 times (per pattern; ``degeneration.py``)
-coverage              Newsroom extractive fragment coverage against the source, [0, 1];   mean_defined
-                      None for an empty output
-density               Newsroom extractive fragment density; None for an empty output      mean_defined
-compression           source tokens / output tokens (Newsroom); None for an empty output  mean_defined
-====================  ================================================================  ==============
+===================  ==============================================================  ============
+rouge1/2/L           ROUGE F1 x 100, rouge-score, Porter stemmer (``rouge.py``;      mean
+                     ``rouge_tokenizer``: default or unicode); empty output: 0
+words                output words (``text.words``: whitespace, the published count)  mean
+words_nonempty       the same, None for an empty output (published avg length)       mean_defined
+ref_words            reference words (same tokenisation)                             mean
+length_ratio         words / ref_words (0.0 for an empty output)                     mean
+short_output         1.0 when words < 0.25 * ref_words, or the output is empty       mean
+empty                1.0 when the output has no words (blank or whitespace only)     mean
+n_empty              the same flag, counted                                          count
+seq_rep_1..4         1 - unique n-grams / n-grams over the words; 0.0 with < n       mean
+adjacent_rep         repeated adjacent words / (words - 1); 0.0 with < 2 words       mean
+adjacent_rep_pooled  (repeated adjacent pairs, adjacent pairs): pooled over          pooled_ratio
+                     outputs, as the published Rep % (``repetition.py``)
+distinct_2, 3        unique n-grams / n-grams; 0.0 with < n words                    mean
+degenerate           1.0 when one of ``:::`` ``...`` ``{}`` ``""`` ``quest`` U+200B  mean
+                     occurs more than 3 times (per pattern; ``degeneration.py``)
+coverage             Newsroom fragment coverage against the source, in [0, 1]        mean_defined
+density              Newsroom fragment density against the source                    mean_defined
+compression          source tokens / output tokens (Newsroom)                        mean_defined
+                     (all three: None for an empty output; ``newsroom.py``)
+===================  ==============================================================  ============
 
 ``source`` is the source the model saw (the task removes what a prompt cut dropped). An empty
 output is scored and counted, never dropped; a value that does not exist for it (the Newsroom
@@ -100,13 +100,19 @@ AGGREGATION: dict[str, str] = {
 
 
 def summary_metrics(
-    prediction: str, reference: str, source: str, gen_tokens: float | None = None, rouge_tokenizer: str = "default"
+    prediction: str,
+    reference: str,
+    source: str,
+    gen_tokens: float | None = None,
+    rouge_tokenizer: str = "default",
 ) -> dict[str, float | None | tuple[int, int]]:
     """All per-sample summarization metrics of one output (keys: ``SUMMARY_METRICS``).
 
     ``gen_tokens`` (the backend's generated-token count before EOS) is accepted for the
     task interface and checked to be a finite, non-negative number; it changes no value
     here: token counts and the efficiency figures come from ``efficiency.efficiency``.
+    ``rouge_tokenizer``: ``default`` (rouge-score's, the published setting) or ``unicode``
+    (:mod:`dslbench.metrics.rouge`).
     """
     if gen_tokens is not None and not (math.isfinite(float(gen_tokens)) and float(gen_tokens) >= 0):
         raise ValueError(f"summary_metrics: gen_tokens must be a non-negative number, got {gen_tokens!r}")
@@ -132,4 +138,5 @@ def summary_metrics(
     values["distinct_3"] = distinct_n(out_words, 3)
     values["degenerate"] = float(is_degenerate(prediction))
     values.update(newsroom(prediction, source))
-    return {k: values[k] if values[k] is None or isinstance(values[k], tuple) else float(values[k]) for k in SUMMARY_METRICS}
+    # None (does not exist) and the pooled (num, den) pair pass as they are; every other value is a float.
+    return {k: v if v is None or isinstance(v, tuple) else float(v) for k, v in ((k, values[k]) for k in SUMMARY_METRICS)}
