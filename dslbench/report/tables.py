@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dslbench.metrics.summary import HIGHER_IS_BETTER
+from dslbench.metrics.summary import DIRECTIONLESS, HIGHER_IS_BETTER
 
 HEADLINE_NFE = 16
 # (column, heading, how "best" is decided): "max" / "min" / "one" (closest to 1) / None (no best)
@@ -48,7 +48,7 @@ def metric_direction(metric: str) -> str | None:
         return "min"
     if metric in ("tokens_per_forward",):
         return "max"
-    if metric in HIGHER_IS_BETTER and metric not in ("words", "ref_words", "length_ratio", "coverage", "density", "compression"):
+    if metric in HIGHER_IS_BETTER and metric not in DIRECTIONLESS:
         return "max" if HIGHER_IS_BETTER[metric] else "min"
     return None
 
