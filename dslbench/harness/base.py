@@ -417,7 +417,7 @@ class DiffusionBackend(LM):
         decoded = [self._decode(row) for row in result.tokens]
         seconds = (time.perf_counter() - start) / len(contexts)
         texts = []
-        for (text, n_tokens), ids, (cut_start, cut_stop), seed, dropped in zip(decoded, fitted, cuts, seeds, dropped_text):
+        for row, (text, n_tokens) in enumerate(decoded):
             text = self._cut_until(text, opts["until"])
             if opts["return_stats"]:
                 stats = {
@@ -428,10 +428,10 @@ class DiffusionBackend(LM):
                     "seconds": seconds,
                     "batch_size": len(contexts),
                     "response_cut": self.args["response_cut"],
-                    "sample_seed": seed,
-                    "prompt_tokens": len(ids),
-                    "prompt_tokens_dropped": cut_stop - cut_start,
-                    "prompt_dropped_text": dropped,
+                    "sample_seed": seeds[row],
+                    "prompt_tokens": len(fitted[row]),
+                    "prompt_tokens_dropped": cuts[row][1] - cuts[row][0],
+                    "prompt_dropped_text": dropped_text[row],
                     **result.extra,
                 }
                 text = attach_stats(text, stats)
