@@ -76,13 +76,13 @@ def keep_tokens(backend) -> dict:
     return store
 
 
-def run_batch(backend, contexts: list[list[int]], gen_kwargs: dict, batch_key: int):
+def run_batch(backend, contexts: list[list[int]], gen_kwargs: dict):
     """One generation batch through the backend's own path: (seconds, [(text, stats)])."""
     from dslbench.harness.stats import split_stats
 
     opts = backend.request_options(gen_kwargs)
     t0 = time.perf_counter()
-    texts = backend._generate_batch(contexts, opts, batch_key=batch_key)
+    texts = backend._generate_batch(contexts, opts)
     return time.perf_counter() - t0, [split_stats(t) for t in texts]
 
 
@@ -98,12 +98,12 @@ def speed_figures(mode: dict, workdir: Path) -> dict:
             contexts = prompts(mode["batch"], prompt_len, vocab)
             gk = {"nfe": mode["nfe"], "gen_length": gen_len, "return_stats": True, "until": []}
             for backend in variants.values():  # warm-up, untimed
-                run_batch(backend, contexts, gk, 0)
+                run_batch(backend, contexts, gk)
             times: dict[bool, list[float]] = {False: [], True: []}
             stats = {}
             for rep in range(mode["reps"]):
                 for flag in ((False, True) if rep % 2 == 0 else (True, False)):
-                    seconds, rows = run_batch(variants[flag], contexts, gk, 0)
+                    seconds, rows = run_batch(variants[flag], contexts, gk)
                     times[flag].append(seconds)
                     stats[flag] = rows[0][1]
                     bar.update(1)
@@ -149,7 +149,7 @@ def quality_figures(mode: dict, models_dir: Path) -> dict:
                 prompt_lens += [len(c) for c in contexts]
                 reference_tokens = None
                 for v, backend in backends.items():
-                    seconds, rows = run_batch(backend, contexts, gk, start)
+                    seconds, rows = run_batch(backend, contexts, gk)
                     tokens = kept[v]["tokens"]
                     reference_tokens = tokens if v == "off" else reference_tokens
                     a = acc[v]

@@ -14,6 +14,36 @@ def _cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ReportWarnings:
+    """Collect the report's warnings (partial inputs, mostly-empty cells) and print every one
+    at the end, prefixed with the command (Python's default display shows one per source line)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __enter__(self):
+        import warnings
+
+        from dslbench.report.load import ReportWarning
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self.caught = self._ctx.__enter__()
+        warnings.simplefilter("always", ReportWarning)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from dslbench.report.load import ReportWarning
+
+        self._ctx.__exit__(*exc)
+        for w in self.caught:
+            if issubclass(w.category, ReportWarning):
+                print(f"dslbench {self.command}: warning: {w.message}", file=sys.stderr)
+            else:
+                import warnings
+
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dslbench.demo import run_demo
 
@@ -22,7 +52,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         overrides["budgets"] = tuple(int(b) for b in args.budgets.split(","))
     if args.limit:
         overrides["limit"] = args.limit
-    run_demo(args.out, preset=args.preset, **overrides)
+    with _ReportWarnings("demo"):
+        run_demo(args.out, preset=args.preset, **overrides)
     return 0
 
 
@@ -33,13 +64,10 @@ def _cmd_regress(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import warnings
-
     from dslbench.report.build import build_report
-    from dslbench.report.load import ReportInputError, ReportWarning
+    from dslbench.report.load import ReportInputError
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ReportWarning)
+    with _ReportWarnings("report"):
         try:
             rep = build_report(args.run_dirs, args.out, strict=args.strict, headline_nfe=args.headline_nfe,
                                samples_format=args.samples_format, n_boot=args.n_boot, seed=args.seed,
@@ -52,8 +80,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
             print(f"dslbench report: error: {describe_os_error(err)}", file=sys.stderr)
             return 2
-    for w in caught:
-        print(f"dslbench report: warning: {w.message}", file=sys.stderr)
     print(f"wrote {rep.out / 'leaderboard.csv'}, {rep.out / 'report.md'} and {rep.out / 'report.html'}")
     return 0
 
@@ -65,14 +91,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from dslbench.report.matrix import MatrixConfigError, run_matrix
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    try:
-        result = run_matrix(args.config, out=args.out, force=args.force, models=models, report=not args.no_report)
-    except (MatrixConfigError, ReportInputError, CellSaveError) as err:
-        print(f"dslbench leaderboard: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # permission denied, disk full: finished cells stay, the failed one pending
-        print(f"dslbench leaderboard: error: {describe_os_error(err)}", file=sys.stderr)
-        return 2
+    with _ReportWarnings("leaderboard"):
+        try:
+            result = run_matrix(args.config, out=args.out, force=args.force, models=models, report=not args.no_report)
+        except (MatrixConfigError, ReportInputError, CellSaveError) as err:
+            print(f"dslbench leaderboard: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # permission denied, disk full: finished cells stay, the failed one pending
+            print(f"dslbench leaderboard: error: {describe_os_error(err)}", file=sys.stderr)
+            return 2
     print(f"{len(result.ran)} cell(s) evaluated, {len(result.skipped)} already finished")
     return 0
 
@@ -270,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command="eval")
         return _cmd_eval(args, argv[1:])
     args = parser.parse_args(argv)
+    from dslbench.harness.lm_eval_logs import quiet_lm_eval
+
+    quiet_lm_eval()  # dslbench's own commands: without lm-eval's per-task usage notice
     return args.func(args)
 
 

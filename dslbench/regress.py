@@ -23,8 +23,10 @@ EXPECTED = Path(__file__).resolve().parent.parent / "baselines" / "regression" /
 # Absolute tolerance per metric (units as reported: ROUGE and repair rates in points).
 TOLERANCES = {
     "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0,
-    "words": 1.0, "ref_words": 0.0, "length_ratio": 0.05, "short_output": 0.05, "empty": 0.05,
+    "words": 1.0, "words_nonempty": 1.0, "ref_words": 0.0, "length_ratio": 0.05, "short_output": 0.05,
+    "empty": 0.05, "n_empty": 0.0, "truncated_rate": 0.0,
     "seq_rep_1": 0.02, "seq_rep_2": 0.02, "seq_rep_3": 0.02, "seq_rep_4": 0.02, "adjacent_rep": 0.02,
+    "adjacent_rep_pooled": 0.02,
     "distinct_2": 0.02, "distinct_3": 0.02, "degenerate": 0.05,
     "coverage": 0.03, "density": 0.2, "compression": 0.5,
     "fix_rate": 2.0, "preserve_rate": 2.0, "word_fix_rate": 2.0, "word_preserve_rate": 2.0,

@@ -20,7 +20,7 @@ from dslbench.metrics.repetition import (
     distinct_n_corpus,
     seq_rep_n,
 )
-from dslbench.metrics.summary import DIRECTIONLESS, HIGHER_IS_BETTER, SUMMARY_METRICS, summary_metrics
+from dslbench.metrics.summary import AGGREGATION, DIRECTIONLESS, HIGHER_IS_BETTER, SUMMARY_METRICS, summary_metrics
 from dslbench.metrics.text import fragment_tokens, ngrams, words
 
 
@@ -154,15 +154,18 @@ def test_summary_metrics_full_hand_example():
         # ROUGE-L: LCS "the cat sat" = 3; F = 2*3/(5+6) = 6/11
         "rougeL": 600 / 11,
         "words": 5.0,
+        "words_nonempty": 5.0,
         "ref_words": 6.0,
         "length_ratio": 5 / 6,
         "short_output": 0.0,  # 5 >= 0.25 * 6
         "empty": 0.0,
+        "n_empty": 0.0,
         "seq_rep_1": 1 - 3 / 5,  # unique {the, cat, sat}
         "seq_rep_2": 1 - 3 / 4,  # the-cat twice among 4 bigrams
         "seq_rep_3": 0.0,  # the-cat-the, cat-the-cat, the-cat-sat: all unique
         "seq_rep_4": 0.0,
         "adjacent_rep": 0.0,
+        "adjacent_rep_pooled": (0, 4),
         "distinct_2": 3 / 4,
         "distinct_3": 1.0,
         "degenerate": 0.0,
@@ -171,6 +174,7 @@ def test_summary_metrics_full_hand_example():
         "density": 13 / 5,
         "compression": 7 / 5,
     }
+    assert m.pop("adjacent_rep_pooled") == expected.pop("adjacent_rep_pooled")
     assert m == pytest.approx(expected)
 
 
@@ -187,12 +191,14 @@ def test_empty_output_is_scored_not_dropped():
     for pred in ("", "  \n "):
         m = summary_metrics(pred, "the cat sat on the mat", "the cat sat on the mat today")
         assert tuple(m) == SUMMARY_METRICS
-        assert all(isinstance(v, float) and math.isfinite(v) for v in m.values())
+        # Values that do not exist for an empty output are None, never a stand-in number.
+        undefined = {"words_nonempty", "coverage", "density", "compression"}
+        assert all(m[k] is None for k in undefined)
+        assert all(isinstance(v, float) and math.isfinite(v) for k, v in m.items() if k not in undefined | {"adjacent_rep_pooled"})
+        assert m["adjacent_rep_pooled"] == (0, 0)
         assert m["rouge1"] == m["rouge2"] == m["rougeL"] == 0.0
         assert m["words"] == 0.0 and m["length_ratio"] == 0.0
-        assert m["empty"] == 1.0 and m["short_output"] == 1.0
-        assert m["coverage"] == m["density"] == 0.0
-        assert m["compression"] == 7.0  # |A| / max(|S|, 1)
+        assert m["empty"] == m["n_empty"] == 1.0 and m["short_output"] == 1.0
         assert all(m[k] == 0.0 for k in ("seq_rep_1", "seq_rep_4", "adjacent_rep", "distinct_2", "degenerate"))
 
 
@@ -213,7 +219,8 @@ def test_bad_inputs_are_errors():
 
 
 def test_metric_lists_are_consistent():
-    assert len(set(SUMMARY_METRICS)) == len(SUMMARY_METRICS) == 19
+    assert len(set(SUMMARY_METRICS)) == len(SUMMARY_METRICS) == 22
+    assert set(AGGREGATION) == set(SUMMARY_METRICS)
     assert set(HIGHER_IS_BETTER) == set(SUMMARY_METRICS)
     assert DIRECTIONLESS <= set(SUMMARY_METRICS)
     assert HIGHER_IS_BETTER["rouge1"] and not HIGHER_IS_BETTER["degenerate"]
@@ -230,3 +237,64 @@ def test_missing_rouge_dependency_raises_not_zero(monkeypatch):
             summary_metrics("", "the cat sat", "src")
     finally:
         rouge_mod._scorer.cache_clear()
+
+
+# ------------------------------------------------------------------ no fabricated values (#15)
+def test_aggregations_skip_what_does_not_exist_and_count_it():
+    from dslbench.metrics.aggregate import count, mean_defined, pooled_ratio
+
+    assert mean_defined([2.0, None, 4.0, None]) == 3.0  # over the two that exist, not (2+0+4+0)/4
+    assert math.isnan(mean_defined([None, None]))  # an all-empty run has no compression at all
+    assert count([1.0, 0.0, 1.0]) == 2
+    # pooled over outputs: (1 + 0) / (1 + 3), not the mean of the per-output rates (1 + 0) / 2
+    assert pooled_ratio([(1, 1), (0, 3), (0, 0)]) == pytest.approx(1 / 4)
+    assert math.isnan(pooled_ratio([(0, 0)]))
+
+
+def test_an_all_empty_run_reports_no_newsroom_figure_and_counts_the_empties():
+    from dslbench.metrics.aggregate import count, mean_defined
+
+    rows = [summary_metrics("", "the cat sat", "the cat sat on the mat today") for _ in range(5)]
+    for key in ("coverage", "density", "compression", "words_nonempty"):
+        assert math.isnan(mean_defined(r[key] for r in rows))
+    assert count(r["n_empty"] for r in rows) == 5
+    mixed = rows[:3] + [summary_metrics("cat sat", "the cat sat", "the cat sat on the mat today")]
+    assert mean_defined(r["compression"] for r in mixed) == pytest.approx(7 / 2)  # the one real output
+
+
+def test_pooled_adjacent_repetition_is_the_published_rate():
+    texts = ["a a b", "c c", "", "x y z w"]
+    pairs = [summary_metrics(t or " ", "ref words here", "src")["adjacent_rep_pooled"] for t in texts]
+    from dslbench.metrics.aggregate import pooled_ratio
+
+    assert pooled_ratio(pairs) == pytest.approx(adjacent_rep_corpus(texts)) == pytest.approx(2 / 6)
+    assert AGGREGATION["adjacent_rep_pooled"] == "pooled_ratio" and AGGREGATION["adjacent_rep"] == "mean"
+
+
+def test_source_seen_removes_exactly_the_dropped_text():
+    from dslbench.metrics.newsroom import source_seen
+
+    doc = "Head of the story. Middle part that was cut. The very end."
+    assert source_seen(doc, "") == doc
+    assert source_seen(doc, "Middle part that was cut. ") == "Head of the story. The very end."
+    # a cut that ran past the document into a chat template's closing text
+    assert source_seen(doc, "The very end.<|eot|>assistant") == "Head of the story. Middle part that was cut. "
+    with pytest.raises(ValueError, match="not part of the source"):
+        source_seen(doc, "something else entirely")
+
+
+# ------------------------------------------------------------------ scripts (#15)
+def test_cyrillic_reference_scores_zero_by_default_and_is_scored_with_the_unicode_tokenizer():
+    from dslbench.metrics.rouge import rouge, rouge_tokens
+
+    ref = "Кошка сидела на ковре."
+    assert rouge_tokens(ref) == []  # rouge-score keeps only [a-z0-9]
+    assert rouge(ref, ref)["rouge1"] == 0.0  # the published tokenizer, unchanged
+    assert rouge(ref, ref, "unicode") == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
+    assert rouge("Кошка сидела", ref, "unicode")["rouge1"] == pytest.approx(100 * 2 * (1 * 0.5) / 1.5)
+    assert rouge_tokens("你好世界 🎉, ok", "unicode") == ["你", "好", "世", "界", "🎉", "ok"]
+    # English text: the same tokens (and stems) as rouge-score's own tokenizer
+    english = "The runners were running quickly to the stations."
+    assert rouge_tokens(english, "unicode") == rouge_tokens(english)
+    with pytest.raises(ValueError, match="allowed: default, unicode"):
+        rouge("a", "b", "latin")

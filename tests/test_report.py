@@ -127,6 +127,10 @@ def test_load_real_lm_eval_outputs(real_runs):
             assert s["rouge1"].mean() == pytest.approx(cell["rouge1"])
             assert s["words"].mean() == pytest.approx(cell["words"])
             assert s["tokens_per_forward_num"].sum() / s["tokens_per_forward_den"].sum() == pytest.approx(cell["tokens_per_forward"])
+            # pooled as published, and the Newsroom means over the non-empty outputs only
+            pooled = s["adjacent_rep_pooled_num"].sum() / s["adjacent_rep_pooled_den"].sum()
+            assert pooled == pytest.approx(cell["adjacent_rep_pooled"])
+            assert s["compression"].dropna().mean() == pytest.approx(cell["compression"])
             assert not s["response"].str.contains("dslbench-stats").any()
         else:  # per-passage means (as published), pooled beside them
             assert s["fix_rate"].mean() == pytest.approx(cell["fix_rate"])
@@ -468,3 +472,38 @@ def test_a_killed_reports_staging_folder_is_removed(two_fake_runs, tmp_path):
     (out / f"{STAGE_PREFIX}999999999-abc").mkdir(parents=True)  # no such process
     build_report(two_fake_runs, out, n_boot=20)
     assert not list(out.glob(f"{STAGE_PREFIX}*")) and (out / "report.html").is_file()
+
+
+# ----------------------------------------------------------------------------- all-empty cells (#15)
+def test_all_empty_cell_is_named_in_a_warning_and_the_headline_shows_empty_pct(tmp_path, capsys):
+    from dslbench.cli import main
+
+    empty = summ_samples([0, 0, 0, 0])
+    for s in empty:
+        s.update(words=0.0, length_ratio=0.0, empty=1.0, n_empty=1.0, short_output=1.0)
+    write_fake_run(tmp_path / "runE", "mdm_llada", {"pretrained": "/ckpt/eos"}, {"dsl_summ_xsum_16step": empty})
+    write_fake_run(tmp_path / "runA", "dsl_llada", {"pretrained": "/ckpt/dsl"}, {"dsl_summ_xsum_16step": summ_samples([3, 5, 2, 8])})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        rep = build_report([tmp_path / "runE", tmp_path / "runA"], tmp_path / "out", n_boot=50)
+    assert len(rep.empty_cells) == 1 and "mdm_llada on dsl_summ_xsum_16step: 100% of the outputs are empty (4 of 4)" in rep.empty_cells[0]
+    assert [str(w.message) for w in caught if "outputs are empty" in str(w.message)] == rep.empty_cells
+    values, _, _ = tables.headline_table(rep.loaded.cells)
+    assert dict(zip(values["model"], values["empty %"])) == {"dsl_llada": 0.0, "mdm_llada": 100.0}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "mostly empty outputs" in md and "| empty % |" in md
+    # the command line prints it
+    assert main(["report", str(tmp_path / "runE"), str(tmp_path / "runA"), "--out", str(tmp_path / "cli"), "--n-boot", "20"]) == 0
+    assert "dslbench report: warning: mdm_llada on dsl_summ_xsum_16step: 100% of the outputs are empty" in capsys.readouterr().err
+
+
+def test_published_repetition_beside_ours_uses_the_pooled_aggregation():
+    cells = pd.DataFrame([{"family": "summarization", "model": "m", "dataset": "xsum", "nfe_budget": 16,
+                           "words": 5.0, "words_nonempty": 10.0, "adjacent_rep": 0.5, "adjacent_rep_pooled": 0.1}])
+    pub = {"published_open_ended_generation": pd.DataFrame(
+        [{"model": "P", "nfe": 16, "words": "174", "rep_pct": "8.7", "genppl": "8.3", "source": "s"}])}
+    table = tables.open_ended_beside_measured(cells, pub)
+    ours = table[table["provenance"] == tables.MEASURED].iloc[0]
+    assert ours[tables.REP_POOLED] == pytest.approx(10.0)  # 100 x pooled, not 100 x the mean of rates (50)
+    assert ours[tables.WORDS_NONEMPTY] == 10.0  # over non-empty outputs, as the published average length
+    assert "pooled" in tables.REP_POOLED and "non-empty" in tables.WORDS_NONEMPTY

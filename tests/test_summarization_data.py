@@ -218,3 +218,41 @@ def test_shared_seed42_draw_is_stable(monkeypatch):
 
 
 PINNED_XSUM_IDS = ["38630833", "37412258", "29385276"]
+
+
+# ----------------------------------------------------------------- encodings, ambiguous folders (#15)
+def test_latin1_file_names_file_line_and_byte_offset(data_dir):
+    good = json.dumps({"id": "1", "document": "plain text", "summary": "fine"}) + "\n"
+    bad = json.dumps({"id": "2", "document": "café au lait", "summary": "s"}, ensure_ascii=False) + "\n"
+    path = data_dir / "samsum.jsonl"
+    path.write_bytes(good.encode() + bad.encode("latin-1"))
+    offset = len(good.encode()) + bad.encode("latin-1").index(b"\xe9")
+    with pytest.raises(SummarizationDataError) as err:
+        load_examples("samsum")
+    msg = str(err.value)
+    assert f"{path}, line 2, byte {offset} of the file: not UTF-8 (byte 0xe9" in msg
+
+
+def test_utf8_with_byte_order_mark_and_non_latin_text_is_read(tmp_path):
+    row = {"id": "1", "document": "Кошка сидела на ковре.", "summary": "Кошка."}
+    path = tmp_path / "ru.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    assert read_jsonl(path)[0]["document"] == row["document"]
+
+
+def test_two_subfolders_with_the_same_file_is_an_error_naming_both(data_dir):
+    for sub in ("a", "b"):
+        (data_dir / sub).mkdir()
+        _write(data_dir / sub / "samsum.jsonl", _rows(3))
+    with pytest.raises(SummarizationDataError) as err:
+        load_examples("samsum")
+    assert str(data_dir / "a" / "samsum.jsonl") in str(err.value)
+    assert str(data_dir / "b" / "samsum.jsonl") in str(err.value) and "ambiguous" in str(err.value)
+
+
+def test_a_directory_named_like_the_file_says_so(data_dir):
+    (data_dir / "samsum.jsonl").mkdir()
+    with pytest.raises(SummarizationDataError, match=r"samsum\.jsonl is a directory, not a data file"):
+        load_examples("samsum")
+    with pytest.raises(SummarizationDataError, match="is a directory"):
+        read_jsonl(data_dir / "samsum.jsonl")

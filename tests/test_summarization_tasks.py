@@ -26,7 +26,7 @@ PROMPTS = {  # verbatim from the DSL-LLaDA release (build_summarization_data.py)
     "samsum": "Summarize the following dialogue in 1-2 sentences:",
 }
 GEN_LENGTH = {"xsum": 128, "cnndm": 256, "pubmed": 256, "arxiv": 256, "samsum": 128, "synth": 64}
-EFFICIENCY = ("nfe", "gen_tokens", "seconds_per_sample", "tokens_per_forward")
+EFFICIENCY = ("nfe", "gen_tokens", "seconds_per_sample", "truncated_rate", "tokens_per_forward")
 TASKS_DIR = dslbench.paths.tasks_dir() / "summarization"
 
 
@@ -151,12 +151,14 @@ def test_bad_data_error_names_file_and_line(tmp_path, monkeypatch):
 def test_process_results_scores_an_empty_output():
     utils = _utils()
     doc = {"id": "1", "document": "the cat sat on the mat .", "summary": "a cat sat", "instruction": "x"}
-    stats = {"nfe": 4, "gen_tokens": 0, "seconds": 0.5}
+    stats = {"nfe": 4, "gen_tokens": 0, "seconds": 0.5, "prompt_tokens_dropped": 0, "prompt_dropped_text": ""}
     out = utils.process_results(doc, [attach_stats("", stats)])
     assert list(out) == [*SUMMARY_METRICS, *EFFICIENCY]
     assert out["rouge1"] == out["rouge2"] == out["rougeL"] == 0.0
     assert out["empty"] == 1.0 and out["short_output"] == 1.0 and out["words"] == 0.0
-    assert out["nfe"] == 4.0 and out["tokens_per_forward"] == (0.0, 4.0)
+    assert out["n_empty"] == 1.0 and out["words_nonempty"] is None
+    assert out["coverage"] is out["density"] is out["compression"] is None  # nothing filled in
+    assert out["nfe"] == 4.0 and out["tokens_per_forward"] == (0.0, 4.0) and out["truncated_rate"] == 0.0
     full = utils.process_results(doc, [attach_stats("a cat sat", {**stats, "gen_tokens": 3})])
     assert full["rouge1"] == 100.0 and full["empty"] == 0.0
 
@@ -192,9 +194,49 @@ def test_end_to_end_xsum_4step(shared_data, tiny_ckpt):
         assert f"{key},none" in metrics, key
     assert 0 < metrics["nfe,none"] <= 4
     samples = out["samples"]["dsl_summ_xsum_4step"]
+    cut = [split_stats(s["resps"][0][0])[1]["prompt_tokens_dropped"] > 0 for s in samples]
+    assert metrics["truncated_rate,none"] == sum(cut) / len(cut)
     assert [s["doc"]["id"] for s in samples] == ["38630833", "37412258"]
     for s in samples:
         text, stats = split_stats(s["resps"][0][0])
         assert stats["nfe"] <= 4 and stats["gen_length"] == 128
         context, gen_kwargs = s["arguments"][0]
         assert gen_kwargs["nfe"] == 4 and context.startswith(PROMPTS["xsum"] + "\n\n")
+
+
+def test_cyrillic_references_warn_once_and_the_unicode_tokenizer_scores_them(tmp_path, monkeypatch, caplog):
+    import json
+    import logging
+
+    rows = [{"id": str(i), "document": f"Анна: привет {i}! Борис: пока.", "summary": "Анна и Борис прощаются."} for i in range(3)]
+    rows.append({"id": "en", "document": "anna: hi. bob: bye.", "summary": "Anna greets Bob."})
+    (tmp_path / "samsum.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        task = _tm(metadata={"n_docs": 4}).load(["dsl_summ_samsum_4step"])["tasks"]["dsl_summ_samsum_4step"]
+    warned = [r for r in caplog.records if "no ROUGE tokens" in r.getMessage()]
+    assert len(warned) == 1 and "3 of 4 reference summaries" in warned[0].getMessage()
+    assert "rouge_tokenizer" in warned[0].getMessage()
+    doc = next(d for d in task.test_docs() if d["id"] == "0")
+    stats = {"nfe": 4, "gen_tokens": 3, "seconds": 0.1, "prompt_tokens_dropped": 0, "prompt_dropped_text": ""}
+    assert _utils().process_results(doc, [attach_stats(doc["summary"], stats)])["rouge1"] == 0.0  # default tokenizer
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        task = _tm(metadata={"n_docs": 4, "rouge_tokenizer": "unicode"}).load(["dsl_summ_samsum_4step"])["tasks"]["dsl_summ_samsum_4step"]
+    assert not [r for r in caplog.records if "no ROUGE tokens" in r.getMessage()]
+    doc = next(d for d in task.test_docs() if d["id"] == "0")
+    assert doc["rouge_tokenizer"] == "unicode"
+    assert _utils().process_results(doc, [attach_stats(doc["summary"], stats)])["rouge1"] == 100.0
+    with pytest.raises(ValueError, match="rouge_tokenizer='latin'"):
+        _utils().load_samsum(n_docs=1, rouge_tokenizer="latin")
+
+
+def test_newsroom_is_scored_against_the_source_the_model_saw():
+    doc = {"id": "1", "document": "alpha beta gamma . delta epsilon zeta .", "summary": "alpha beta", "instruction": "x"}
+    base = {"nfe": 4, "gen_tokens": 3, "seconds": 0.1}
+    full = _utils().process_results(doc, [attach_stats("delta epsilon", {**base, "prompt_tokens_dropped": 0, "prompt_dropped_text": ""})])
+    assert full["coverage"] == 1.0 and full["truncated_rate"] == 0.0
+    cut = {**base, "prompt_tokens_dropped": 3, "prompt_dropped_text": " delta epsilon zeta ."}
+    seen = _utils().process_results(doc, [attach_stats("delta epsilon", cut)])
+    assert seen["coverage"] == 0.0 and seen["truncated_rate"] == 1.0  # the copied words were never shown
+    assert seen["compression"] == pytest.approx(4 / 2)  # |alpha beta gamma .| / |delta epsilon|

@@ -29,29 +29,68 @@ def data_dirs() -> list[Path]:
 def local_data_file(filename: str) -> Path | None:
     """Where ``filename`` is under ``$DSLBENCH_DATA_DIR``: directly in one of its folders, or in
     an immediate sub-folder (so ``DSLBENCH_DATA_DIR=shared/data`` finds both
-    ``summarization/xsum.jsonl`` and ``repair/wikitext_100.jsonl``); None when absent."""
+    ``summarization/xsum.jsonl`` and ``repair/wikitext_100.jsonl``); None when absent.
+
+    The folders are searched in order and the first holding the file wins; within one folder,
+    two copies (e.g. ``a/samsum.jsonl`` and ``b/samsum.jsonl``) are an error naming both, never
+    a silent alphabetical pick. A directory with the file's name is an error that says so."""
     for folder in data_dirs():
-        for candidate in [folder / filename, *sorted(folder.glob(f"*/{filename}"))]:
-            if candidate.is_file():
-                return candidate
+        candidates = [folder / filename, *sorted(folder.glob(f"*/{filename}"))]
+        for candidate in candidates:
+            if candidate.is_dir():
+                raise DataFormatError(
+                    f"{candidate} is a directory, not a data file: {filename} must be a JSONL file "
+                    "(one JSON object a line)"
+                )
+        found = [c for c in candidates if c.is_file()]
+        if len(found) > 1:
+            raise DataFormatError(
+                f"{DATA_DIR_ENV}: {filename} is ambiguous in {folder}: found "
+                + " and ".join(str(f) for f in found)
+                + "; keep one, or point the variable at the folder that holds the one to use"
+            )
+        if found:
+            return found[0]
     return None
+
+
+def _decode_line(raw: bytes, where: str, offset: int, first: bool) -> str:
+    """One line as text; a byte that is not UTF-8 is an error naming the line and its offset."""
+    if first and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark
+        offset += 3
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.start + 1].hex()
+        raise DataFormatError(
+            f"{where}, byte {offset + err.start} of the file: not UTF-8 (byte 0x{bad}: {err.reason}); "
+            "the data files must be UTF-8: re-save it, e.g. iconv -f LATIN1 -t UTF-8"
+        ) from None
 
 
 def read_jsonl(path: str | os.PathLike, fields: tuple[str, ...], text_fields: tuple[str, ...] = (), id_field: str | None = "id") -> list[dict]:
     """Every record of ``path``, reduced to ``fields``.
 
-    Each line must be a JSON object holding all ``fields``; ``text_fields`` must be non-blank
-    strings; ``id_field`` (if given) must be a string or an integer, unique in the file, and is
-    returned as a string. Blank lines are skipped; an empty file is an error.
+    The file must be UTF-8 (a leading byte-order mark is allowed): other bytes are an error
+    naming the line and the byte offset in the file. Each line must be a JSON object holding all
+    ``fields``; ``text_fields`` must be non-blank strings; ``id_field`` (if given) must be a
+    string or an integer, unique in the file, and is returned as a string. Blank lines are
+    skipped; an empty file is an error.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"{path} is a directory, not a data file (expected JSONL: one JSON object a line)")
     rows: list[dict] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        offset = 0
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}, line {lineno}"
+            line = _decode_line(raw, where, offset, first=lineno == 1)
+            offset += len(raw)
             if not line.strip():
                 continue  # blank lines (e.g. a trailing newline) carry nothing
-            where = f"{path}, line {lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:

@@ -70,6 +70,7 @@ from typing import Callable
 
 import torch
 
+from dslbench.diffusion import rng
 from dslbench.diffusion.denoiser import Denoiser, logits_from
 from dslbench.diffusion.remdm import RemdmConfig, block_schedule, choose_remask, remask_probability
 
@@ -219,7 +220,7 @@ def mdm_generate(
     confidence_eos_eot_inf: bool | str = False,
     remdm: RemdmConfig | None = None,
     parallel: ParallelConfig | None = None,
-    generator: torch.Generator | None = None,
+    generator: rng.Generators = None,
     trace: Callable[[StepTrace], None] | None = None,
     input_embeds_fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor] | None = None,
 ) -> MDMOutput:
@@ -228,7 +229,8 @@ def mdm_generate(
 
     ``prompt_mask`` is 1 on real tokens and 0 on left padding; ``None`` means no padding.
     ``generator`` drives every random draw (Gumbel noise, random confidences, ReMDM), so the
-    same seed gives the same tokens; it must live on the prompt's device.
+    same seed gives the same tokens; a sequence of generators, one per row, gives each row its
+    own stream (:mod:`dslbench.diffusion.rng`: a row's tokens then do not depend on its batch).
 
     ``input_embeds_fn(canvas_ids, prev_logits, is_masked) -> embeds`` (soft-masking's hook)
     replaces ``denoiser.embed`` for the network inputs: ``canvas_ids`` ``[B, T]`` is the canvas
@@ -467,7 +469,7 @@ def _propose(
     removed: torch.Tensor,
     rank_removed_last: bool,
     logits_eos_inf: bool,
-    generator: torch.Generator | None,
+    generator: rng.Generators,
     rows: torch.Tensor | None = None,
     need_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -502,7 +504,7 @@ def _propose(
     if remasking == "low_confidence":
         score = x0_prob
     elif remasking == "random":
-        score = torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+        score = rng.rand(x0.shape, generator, device=x0.device, dtype=torch.float64)
     elif remasking == "entropy":
         score = neg_entropy
     else:
@@ -557,7 +559,7 @@ def _proposal_float64(raw, temperature, eos_id, removed, logits_eos_inf, generat
     if temperature > 0:
         # Gumbel-max in float64 with LLaDA's noise: it ranks exp(l) / (-log u)^T; the log of that,
         # l - T * log(-log u), has the same argmax and cannot overflow for large logits.
-        u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        u = rng.rand(logits.shape, generator, device=logits.device, dtype=torch.float64)
         x0 = (logits - temperature * torch.log(-torch.log(u))).argmax(dim=-1)
     elif logits_eos_inf:
         x0 = logits.argmax(dim=-1)

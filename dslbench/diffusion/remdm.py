@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dslbench.diffusion import rng
+
 REMDM_STRATEGIES = ("cap", "rescale", "conf", "loop")
 
 _FIRST, _LOOP, _LAST = "first", "loop", "last"
@@ -134,11 +136,12 @@ def remask_probability(
     return committed.to(torch.float64) * sigma
 
 
-def choose_remask(prob: torch.Tensor, room: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Independent draws ``u < prob``, keeping at most ``room[b]`` per row (smallest u / prob)."""
+def choose_remask(prob: torch.Tensor, room: torch.Tensor, generator: rng.Generators) -> torch.Tensor:
+    """Independent draws ``u < prob``, keeping at most ``room[b]`` per row (smallest u / prob);
+    ``generator``: one for the batch or one per row (:mod:`dslbench.diffusion.rng`)."""
     from dslbench.diffusion.mdm import top_k_per_row  # mdm imports this module
 
-    u = torch.rand(prob.shape, dtype=torch.float64, device=prob.device, generator=generator)
+    u = rng.rand(prob.shape, generator, device=prob.device, dtype=torch.float64)
     hit = u < prob
     ratio = torch.where(hit, u / prob.clamp(min=torch.finfo(torch.float64).tiny), float("inf"))
     return top_k_per_row(-ratio, room.clamp(min=0)) & hit

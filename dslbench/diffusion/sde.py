@@ -62,6 +62,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dslbench.diffusion import rng
 from dslbench.diffusion.denoiser import logits_from
 
 SAMPLERS = ("sde", "euler", "ode")
@@ -323,7 +324,7 @@ def dsl_generate(
     topk: int | None = DEFAULT_TOPK,
     accounting: str = "strict",
     one_call_step: str = "exponential",
-    generator: torch.Generator | None = None,
+    generator: rng.Generators = None,
     trace: Callable[[SDEStepTrace], None] | None = None,
 ) -> DSLOutput:
     """Generate ``gen_length`` tokens after each (left-padded) prompt row within ``nfe`` calls.
@@ -331,7 +332,8 @@ def dsl_generate(
     ``prompt_mask`` is 1 on real tokens and 0 on left padding (None: no padding). ``noise_scale``
     None = the published value for the budget (0 for ``ode``). Every random draw (start vectors,
     Brownian increments) comes from ``generator`` (drawn on its device), so a seed fixes the
-    output. ``one_call_step`` is the form of the one-call steps (see the module docstring).
+    output; a sequence of generators, one per row, gives each row its own stream
+    (:mod:`dslbench.diffusion.rng`). ``one_call_step`` is the form of the one-call steps (see the module docstring).
     """
     if gen_length < 1:
         raise ValueError(f"gen_length must be >= 1, got {gen_length}")
@@ -362,8 +364,7 @@ def dsl_generate(
     nfe_before = denoiser.nfe
 
     def noise(shape) -> torch.Tensor:
-        gen_device = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+        return rng.randn(shape, generator, device=device, dtype=torch.float64)
 
     # The posterior mean's vocabulary-wide temporaries, reused by every evaluation on CPU (where
     # fresh multi-MB buffers cost page faults each time); a GPU's caching allocator already

@@ -305,7 +305,8 @@ class DiffusionBackend(LM):
                 )
 
     # ------------------------------------------------------------------ generation
-    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
+    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: list[torch.Generator]) -> SampleResult:
+        """Decode a batch; ``generator`` holds one generator per row (pass it on to the sampler)."""
         raise NotImplementedError
 
     def _decode(self, row: torch.Tensor) -> tuple[str, int]:
@@ -343,6 +344,7 @@ class DiffusionBackend(LM):
         if not requests:
             return []
         padding = self._padding_mask(requests)
+        self._truncated = [0, 0]  # prompts cut / prompts decoded by this call (one warning at the end)
         real = [(i, req) for i, req in enumerate(requests) if not padding[i]]
         contexts = [self._encode_context(req.args[0]) for _, req in real]
         items = [(i, ctx, req.args[1]) for (i, req), ctx in zip(real, contexts)]
@@ -359,11 +361,14 @@ class DiffusionBackend(LM):
             if opts["repair"] is not None:
                 texts = self._repair_batch([requests[i].args[0] for i, _, _ in batch], opts)
             else:
-                texts = self._generate_batch([ctx for _, ctx, _ in batch], opts, batch_key=batch[0][0])
+                texts = self._generate_batch(
+                    [ctx for _, ctx, _ in batch], opts, prompts=[requests[i].args[0] for i, _, _ in batch]
+                )
             for (i, _, _), text in zip(batch, texts):
                 outputs[i] = text
             bar.update(len(batch))
         bar.close()
+        self._warn_truncated()
         results = []
         last_real: dict[int, str] = {}
         for i, req in enumerate(requests):
@@ -376,27 +381,72 @@ class DiffusionBackend(LM):
         return results
 
     @staticmethod
-    def _fit_prompt(ids: list[int], budget: int, tail: int = 32) -> list[int]:
+    def _cut_range(n_tokens: int, budget: int, tail: int = 32) -> tuple[int, int]:
+        """The token positions ``[start, stop)`` that :meth:`_fit_prompt` drops (empty when it fits)."""
+        if n_tokens <= budget:
+            return n_tokens, n_tokens
+        tail = min(tail, budget // 4)
+        return budget - tail, n_tokens - tail
+
+    @classmethod
+    def _fit_prompt(cls, ids: list[int], budget: int, tail: int = 32) -> list[int]:
         """Cut an over-long prompt in the middle: the head holds BOS, the chat header and the
         instruction, the tail the end of the turn and the assistant header; the tokens dropped
-        are the end of the source document."""
-        if len(ids) <= budget:
-            return ids
-        tail = min(tail, budget // 4)
-        return ids[: budget - tail] + (ids[-tail:] if tail else [])
+        are the end of the source document (their count goes into the per-sample record)."""
+        start, stop = cls._cut_range(len(ids), budget, tail)
+        return ids[:start] + ids[stop:]
 
-    def _generate_batch(self, contexts: list[list[int]], opts: dict, batch_key: int = 0) -> list[str]:
+    def _dropped_text(self, prompt: str, ids: list[int], start: int, stop: int) -> str:
+        """The exact characters of ``prompt`` behind the dropped token positions ``[start, stop)``
+        of ``ids`` (its encoding; a BOS we prepended has no characters). Metrics use it to score
+        against the source the model saw; a slow tokenizer without offsets decodes the slice."""
+        if start >= stop:
+            return ""
+        try:
+            offsets = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        except (NotImplementedError, ValueError, KeyError):
+            return self.tokenizer.decode(ids[start:stop], skip_special_tokens=True)
+        shift = len(ids) - len(offsets)  # 1 when _encode_context prepended BOS
+        return prompt[offsets[start - shift][0] : offsets[stop - 1 - shift][1]]
+
+    def _warn_truncated(self) -> None:
+        """One warning per run (per generate_until call) with the count of cut prompts."""
+        counts = getattr(self, "_truncated", None)
+        if counts and counts[0]:
+            log.warning(
+                "%s: %d of %d prompts were longer than max_length=%d minus gen_length and were cut in "
+                "the middle (the end of the source document dropped); each sample's record holds "
+                "prompt_tokens_dropped and the task reports truncated_rate",
+                self.NAME, counts[0], counts[1], self.max_length,
+            )
+        self._truncated = [0, 0]
+
+    def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None) -> list[str]:
+        """Decode one batch. Each row draws from its own generator, seeded from the model arg
+        ``seed`` and the row's own prompt token ids (:func:`dslbench.diffusion.rng.prompt_seed`),
+        so a document's sample is the same whatever batch, ``--limit`` or rank it is decoded in.
+        ``prompts``: the prompt strings (to name the text dropped from an over-long prompt)."""
+        from dslbench.diffusion.rng import prompt_seed, row_generators
+
         gen_length = opts["gen_length"]
         budget = self.max_length - gen_length
         if budget < 1:
             raise ValueError(f"gen_length={gen_length} leaves no room for a prompt within max_length={self.max_length}")
-        contexts = [self._fit_prompt(c, budget) for c in contexts]
-        prompt_ids, prompt_mask = self._left_pad(contexts)
-        generator = torch.Generator(device="cpu").manual_seed(self.args["seed"] + batch_key)
+        cuts = [self._cut_range(len(c), budget) for c in contexts]
+        seeds = [prompt_seed(c, self.args["seed"]) for c in contexts]
+        dropped_text = [
+            self._dropped_text(prompts[i], contexts[i], *cut) if prompts is not None else ""
+            for i, cut in enumerate(cuts)
+        ]
+        fitted = [c[:start] + c[stop:] for c, (start, stop) in zip(contexts, cuts)]
+        counts = getattr(self, "_truncated", None) or [0, 0]
+        self._truncated = [counts[0] + sum(stop > start for start, stop in cuts), counts[1] + len(cuts)]
+        prompt_ids, prompt_mask = self._left_pad(fitted)
+        generators = row_generators(seeds)
         start = time.perf_counter()
         self._cache_seam = None
         with torch.inference_mode():  # no autograd bookkeeping: the sampler's tensors never need it
-            result = self._sample(prompt_ids, prompt_mask, opts, generator)
+            result = self._sample(prompt_ids, prompt_mask, opts, generators)
         if self._cache_seam is not None:
             result.extra.update(self._cache_seam.record())
             self._cache_seam = None  # its keys / values belong to this batch only
@@ -416,6 +466,10 @@ class DiffusionBackend(LM):
                     "response_cut": self.args["response_cut"],
                     "rank": self.rank,
                     "world_size": self.world_size,
+                    "sample_seed": seeds[row],
+                    "prompt_tokens": len(fitted[row]),
+                    "prompt_tokens_dropped": cuts[row][1] - cuts[row][0],
+                    "prompt_dropped_text": dropped_text[row],
                     **result.extra,
                 }
                 text = attach_stats(text, stats)

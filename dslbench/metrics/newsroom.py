@@ -17,10 +17,12 @@ Then, with |f| a fragment's length::
     density     = sum |f|^2 / |S|   average length of the fragment each token is in
     compression = |A| / |S|
 
-Empty summary (|S| = 0): coverage = density = 0.0 (nothing is copied); compression is
-``|A| / max(|S|, 1)`` = |A|, i.e. treated as a one-token summary, so that the value
-stays finite (an infinite or NaN value would break lm-eval's mean); empty outputs are
-flagged separately by ``empty``.
+Empty summary (|S| = 0): the three statistics do not exist and are ``None``; the task
+averages them over the non-empty outputs only and reports the count of empty outputs
+beside them (``n_empty``), so nothing is filled in for an output that does not exist.
+
+The source A is the source the model saw: when the backend cut an over-long prompt, the
+per-sample record names the characters it dropped, and :func:`source_seen` removes them.
 """
 
 from __future__ import annotations
@@ -57,11 +59,11 @@ def extractive_fragments(article: list[str], summary: list[str]) -> list[list[st
     return fragments
 
 
-def fragment_stats(article: list[str], summary: list[str]) -> dict[str, float]:
-    frags = extractive_fragments(article, summary)
+def fragment_stats(article: list[str], summary: list[str]) -> dict[str, float | None]:
     n = len(summary)
     if n == 0:
-        return {"coverage": 0.0, "density": 0.0, "compression": float(len(article))}
+        return {"coverage": None, "density": None, "compression": None}
+    frags = extractive_fragments(article, summary)
     return {
         "coverage": sum(len(f) for f in frags) / n,
         "density": sum(len(f) ** 2 for f in frags) / n,
@@ -69,6 +71,27 @@ def fragment_stats(article: list[str], summary: list[str]) -> dict[str, float]:
     }
 
 
-def newsroom(summary: str, source: str) -> dict[str, float]:
+def newsroom(summary: str, source: str) -> dict[str, float | None]:
     """Coverage, density and compression of ``summary`` against ``source`` (see module doc)."""
     return fragment_stats(fragment_tokens(source), fragment_tokens(summary))
+
+
+def source_seen(document: str, dropped: str) -> str:
+    """``document`` without the text a prompt cut dropped (``dropped``: exact characters of
+    the prompt, from the per-sample record). The cut drops the end of the document, so the
+    last occurrence is removed; a cut that ran past the document's end (into a chat template's
+    closing text) removes the document's overlapping end. Anything else is an error, not a guess."""
+    if not dropped:
+        return document
+    at = document.rfind(dropped)
+    if at >= 0:
+        return document[:at] + document[at + len(dropped):]
+    for k in range(min(len(document), len(dropped)), 0, -1):
+        if document.endswith(dropped[:k]):
+            return document[:-k]
+    if document in dropped:
+        return ""
+    raise ValueError(
+        "source_seen: the text the backend dropped from the prompt is not part of the source document; "
+        "cannot tell which part of the source the model saw"
+    )

@@ -43,11 +43,16 @@ def distinct_n(tokens: list[str], n: int) -> float:
     return len(set(grams)) / len(grams)
 
 
-def adjacent_rep(tokens: list[str]) -> float:
-    if len(tokens) < 2:
-        return 0.0
+def adjacent_rep_counts(tokens: list[str]) -> tuple[int, int]:
+    """(repeated adjacent pairs, adjacent pairs) of one output: the terms that the published
+    rate pools over outputs (an empty or one-word output adds (0, 0))."""
     repeats = sum(1 for prev, cur in zip(tokens, tokens[1:]) if cur == prev)
-    return repeats / (len(tokens) - 1)
+    return repeats, max(len(tokens) - 1, 0)
+
+
+def adjacent_rep(tokens: list[str]) -> float:
+    repeats, pairs = adjacent_rep_counts(tokens)
+    return repeats / pairs if pairs else 0.0
 
 
 def distinct_n_corpus(texts: Iterable[str], n: int) -> float:
@@ -58,9 +63,6 @@ def distinct_n_corpus(texts: Iterable[str], n: int) -> float:
 
 def adjacent_rep_corpus(texts: Iterable[str]) -> float:
     """Repeated adjacent pairs / all adjacent pairs, pooled over non-empty outputs (published)."""
-    repeats = pairs = 0
-    for t in texts:
-        w = words(t)
-        pairs += max(len(w) - 1, 0)
-        repeats += sum(1 for prev, cur in zip(w, w[1:]) if cur == prev)
+    counts = [adjacent_rep_counts(words(t)) for t in texts]
+    repeats, pairs = sum(r for r, _ in counts), sum(p for _, p in counts)
     return repeats / pairs if pairs else 0.0

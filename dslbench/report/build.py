@@ -24,6 +24,7 @@ import errno
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -32,7 +33,7 @@ import pandas as pd
 
 from dslbench.report import tables
 from dslbench.report.io import write_bytes_atomic, write_csv_atomic, write_parquet_atomic, write_text_atomic
-from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, load_runs
+from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, ReportWarning, load_runs
 from dslbench.report.plots import make_plots
 from dslbench.report.render import to_html, to_markdown
 from dslbench.report.stats import paired_comparisons
@@ -47,6 +48,7 @@ class Report:
     files: dict[str, Path] = field(default_factory=dict)
     loaded: Loaded | None = None
     warnings: list[str] = field(default_factory=list)
+    empty_cells: list[str] = field(default_factory=list)  # cells with more than half their outputs empty
 
 
 def _baselines_default() -> Path:
@@ -82,6 +84,10 @@ def build_report(
         staged = _write_report(loaded, run_dirs, stage, headline_nfe=headline_nfe, baselines=baselines,
                                samples_format=samples_format, n_boot=n_boot, seed=seed, title=title, note=note)
         rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
+        rep.empty_cells = tables.empty_cell_warnings(loaded.cells)
+        for msg in rep.empty_cells:
+            rep.warnings.append(msg)
+            warnings.warn(msg, ReportWarning, stacklevel=2)
         rep.files = _commit(staged, stage, out, Path(leaderboard_path) if leaderboard_path else None)
     except OSError as err:
         raise _unstaged(err, stage, out) from err
@@ -185,7 +191,9 @@ def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_n
 
 def _legend() -> str:
     return ("**Bold** = best per dataset: highest ROUGE, lowest repetition / degenerate / short-output "
-            "rate, length ratio closest to 1; words and measured NFE have no better direction. ")
+            "rate / empty %, length ratio closest to 1; words and measured NFE have no better direction. "
+            "Adjacent rep and the rates are means of per-sample values over all outputs, empty ones included "
+            "(an empty output counts 0 repetition): read them with the empty % column. ")
 
 
 def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs, *, headline_nfe,
@@ -204,6 +212,10 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
     if loaded.warnings:
         b.append(("p", "**Warning: partial input.** This report covers what was readable:\n"
                   + "\n".join(f"- {w}" for w in loaded.warnings)))
+    empty = tables.empty_cell_warnings(cells)
+    if empty:
+        b.append(("p", "**Warning: mostly empty outputs.** More than half of these cells' outputs are empty:\n"
+                  + "\n".join(f"- {w}" for w in empty)))
 
     # headline
     values, best, budget = tables.headline_table(cells, headline_nfe)
@@ -275,7 +287,10 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
         ob = tables.open_ended_beside_measured(cells, published)
         b.append(("h", 3, "Length and repetition by NFE"))
         b.append(("p", "The published rows are open-ended generation (GenPPL, Rep % = adjacent repetition, words); "
-                  "ours are summarization outputs: a different task, shown for the shape of the trade-off only."))
+                  "ours are summarization outputs: a different task, shown for the shape of the trade-off only. "
+                  "Both sides use the published aggregation: words averaged over the non-empty outputs, Rep % as "
+                  "repeated adjacent word pairs / all adjacent pairs pooled over the non-empty outputs (not the "
+                  "mean of per-output rates in the headline table)."))
         b.append(("table", ob, None))
         if "published_summarization_headline" in published:
             b.append(("h", 3, "Summarization headline (published, not reproduced)"))

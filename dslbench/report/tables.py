@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dslbench.metrics.summary import HIGHER_IS_BETTER
+from dslbench.metrics.summary import DIRECTIONLESS, HIGHER_IS_BETTER
 
 HEADLINE_NFE = 16
 # (column, heading, how "best" is decided): "max" / "min" / "one" (closest to 1) / None (no best)
@@ -21,8 +21,12 @@ HEADLINE_METRICS: list[tuple[str, str, str | None]] = [
     ("seq_rep_4", "seq-rep-4", "min"),
     ("degenerate", "degenerate", "min"),
     ("short_output", "short-output rate", "min"),
+    ("empty_pct", "empty %", "min"),
     ("nfe", "measured NFE", None),
 ]
+# A cell with more than this share of empty outputs is named in a warning: its quality metrics
+# describe empty outputs (ROUGE 0, no repetition), not a model that is merely bad.
+EMPTY_WARN_SHARE = 0.5
 REPAIR_METRICS: list[tuple[str, str, str | None]] = [
     ("fix_rate", "fix %", "max"),
     ("preserve_rate", "preserve %", "max"),
@@ -60,7 +64,7 @@ def metric_direction(metric: str) -> str | None:
         return "min"
     if metric in ("tokens_per_forward",):
         return "max"
-    if metric in HIGHER_IS_BETTER and metric not in ("words", "ref_words", "length_ratio", "coverage", "density", "compression"):
+    if metric in HIGHER_IS_BETTER and metric not in DIRECTIONLESS:
         return "max" if HIGHER_IS_BETTER[metric] else "min"
     return None
 
@@ -112,8 +116,24 @@ def headline_table(cells: pd.DataFrame, nfe: int | None = None) -> tuple[pd.Data
     budget = pick_budget(cells, HEADLINE_NFE if nfe is None else nfe)
     summ = cells[(cells["family"] == "summarization") & (cells["nfe_budget"] == budget)] if budget is not None else cells.iloc[0:0]
     summ = summ.sort_values(["dataset", "model", "checkpoint"], kind="mergesort")
+    if "empty" in summ.columns:
+        summ = summ.assign(empty_pct=100.0 * pd.to_numeric(summ["empty"], errors="coerce"))
     values, best = _marked_table(summ, ["dataset"], HEADLINE_METRICS)
     return values, best, budget
+
+
+def empty_cell_warnings(cells: pd.DataFrame, share: float = EMPTY_WARN_SHARE) -> list[str]:
+    """One message per summarization cell with more than ``share`` of its outputs empty."""
+    if "empty" not in cells.columns:
+        return []
+    out = []
+    summ = cells[(cells["family"] == "summarization") & (pd.to_numeric(cells["empty"], errors="coerce") > share)]
+    for _, r in summ.iterrows():
+        n = r.get("n_samples")
+        count = f" ({round(r['empty'] * n)} of {n})" if n is not None and pd.notna(n) else ""
+        out.append(f"{r['model']} on {r['task']}: {100 * r['empty']:.0f}% of the outputs are empty{count}; "
+                   "its quality figures describe empty outputs (ROUGE 0, no repetition), not summaries")
+    return out
 
 
 def repair_table(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -193,21 +213,30 @@ def repair_beside_published(cells: pd.DataFrame, published: dict[str, pd.DataFra
     return pd.DataFrame(rows, columns=cols)
 
 
+# The published figures' aggregation (fengsxy/DSL-LLaDA compute_metrics_batch.py): over the
+# non-empty outputs, words as a mean and Rep % pooled over all their adjacent pairs; ours beside
+# them use the same (``words_nonempty``, ``adjacent_rep_pooled``), and the headings say so.
+WORDS_NONEMPTY = "words (mean over non-empty outputs)"
+REP_POOLED = "rep % (adjacent pairs pooled over non-empty outputs)"
+
+
 def open_ended_beside_measured(cells: pd.DataFrame, published: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Published open-ended words / Rep % by NFE beside our summarization words / adjacent rep %
-    (different tasks: shown for the shape of the trade-off, not as a reproduction)."""
-    cols = ["provenance", "model", "task", "nfe", "words", "rep_pct", "genppl", "source"]
+    """Published open-ended words / Rep % by NFE beside our summarization words / adjacent rep %,
+    aggregated the same way (different tasks: shown for the shape of the trade-off, not as a
+    reproduction). A run without the pooled figures shows none rather than another aggregation."""
+    cols = ["provenance", "model", "task", "nfe", WORDS_NONEMPTY, REP_POOLED, "genppl", "source"]
     rows = []
     pub = published.get("published_open_ended_generation")
     if pub is not None:
         for _, r in pub.iterrows():
             rows.append({"provenance": PUBLISHED, "model": r["model"], "task": "open-ended generation (200 prompts)",
-                         "nfe": int(r["nfe"]), "words": r.get("words"), "rep_pct": r.get("rep_pct"),
+                         "nfe": int(r["nfe"]), WORDS_NONEMPTY: r.get("words"), REP_POOLED: r.get("rep_pct"),
                          "genppl": r.get("genppl"), "source": r["source"]})
     summ = cells[cells["family"] == "summarization"]
     for _, r in summ.sort_values(["model", "dataset", "nfe_budget"], kind="mergesort").iterrows():
+        pooled = r.get("adjacent_rep_pooled")
         rows.append({"provenance": MEASURED, "model": r["model"], "task": f"summarization ({r['dataset']})",
-                     "nfe": int(r["nfe_budget"]), "words": r.get("words"),
-                     "rep_pct": 100.0 * r["adjacent_rep"] if "adjacent_rep" in r and pd.notna(r["adjacent_rep"]) else math.nan,
+                     "nfe": int(r["nfe_budget"]), WORDS_NONEMPTY: r.get("words_nonempty", math.nan),
+                     REP_POOLED: 100.0 * pooled if pooled is not None and pd.notna(pooled) else math.nan,
                      "genppl": math.nan, "source": "this report"})
     return pd.DataFrame(rows, columns=cols)

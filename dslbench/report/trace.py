@@ -370,7 +370,7 @@ def trace_backend(
     module, attr = _sampler_target(name)
     wrapper = collector.wrap_dsl if name == "dsl_llada" else collector.wrap_mdm
     with _forward_tap(lm.denoiser, collector.on_logits), _wrapped(module, attr, wrapper):
-        (text,) = lm._generate_batch([ids], opts, batch_key=0)
+        (text,) = lm._generate_batch([ids], opts, prompts=[context])
     if collector.sampler_calls != 1 or collector.output is None:
         raise RuntimeError(f"{name} did not decode through {module.__name__}.{attr}; the trace cannot follow it")
     out = collector.output
