@@ -134,7 +134,7 @@ def _add_adapt_parser(sub, objective_args: bool) -> None:
         "-m dslbench.cli adapt ...` on GPUs.",
     )
     p.add_argument("--base", required=True, help="base checkpoint directory or hub id")
-    p.add_argument("--objective", default="dsl", help="dsl, mdm, softmask or another registered objective (default dsl); each objective's own options are listed below")
+    p.add_argument("--objective", default="dsl", help="dsl, mdm, softmask, uniform (DiffusionGemma-format models) or another registered objective (default dsl); each objective's own options are listed below")
     p.add_argument("--data", default="synth", help="synth, synth:N, PATH.jsonl, PATH.txt or hf:NAME[:CONFIG[:SPLIT]]")
     p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument("--out", required=True, help="output directory (the final checkpoint and resume states)")
