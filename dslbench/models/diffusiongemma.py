@@ -221,5 +221,6 @@ def save_diffusiongemma(model, tokenizer, out: str | os.PathLike) -> Path:
     return Path(out).expanduser().resolve()
 
 
-def make_tiny_diffusiongemma(out: str | os.PathLike, tokenizer, seed: int = 0) -> Path:
-    return save_diffusiongemma(build_tiny_diffusiongemma(tokenizer, seed=seed), tokenizer, out)
+def make_tiny_diffusiongemma(out: str | os.PathLike, tokenizer, seed: int = 0, **config_overrides: Any) -> Path:
+    """``config_overrides`` resize it (``canvas_length``, ``hidden_size``, ``num_hidden_layers``, ...)."""
+    return save_diffusiongemma(build_tiny_diffusiongemma(tokenizer, seed=seed, **config_overrides), tokenizer, out)

@@ -8,7 +8,8 @@ fine-tuning guide of ``google/diffusiongemma-26B-A4B-it``), as this objective im
   the whole vocabulary (there is no mask token);
 * the causal encoder reads the clean prompt (and, for canvas k, the clean response canvases
   before k) into the KV cache the bidirectional decoder reads, as at inference; the response is
-  cut into canvases of ``config.canvas_length``;
+  cut into canvases of ``config.canvas_length``; one encoder pass over the whole clean sequence
+  (in canvas-sized pieces) serves both the cache and the AR loss;
 * the diffusion loss is a flat cross-entropy over every supervised canvas position, corrupted or
   not (mean over the positions of the micro-batch);
 * self-conditioning: per example with probability ``self_conditioning_p`` (0.5), the decoder first
@@ -136,40 +137,45 @@ class UniformObjective(Objective):
 
     # ---- training
     def loss(self, module: AdaptModule, batch: Batch, generator) -> LossOutput:
+        """Canvas by canvas, as ``generate`` runs: the encoder appends the clean prompt, then each clean
+        canvas, to the KV cache; before canvas k is appended, the decoder denoises its corrupted copy
+        reading the cache so far. The encoder's hidden states of those passes give the AR loss."""
         model = module.backbone
         info = module.info
         canvas = int(model.config.canvas_length)
         prompt_ids, prompt_mask, resp_ids, resp_mask = split_prompt_response(batch, self.bos, info.pad_id)
         noisy, corrupted, _ = uniform_corrupt(resp_ids, resp_mask, info.vocab_size, generator, self.eps)
         B, R = resp_ids.shape
-        use_sc = torch.rand((B,), generator=generator, device=generator.device if generator else "cpu").to(resp_ids.device) < self.sc_p
-        ce_sum, n_sup = 0.0, int(resp_mask.sum())
+        gen_device = generator.device if generator is not None else "cpu"
+        use_sc = torch.rand((B,), generator=generator, device=gen_device).to(resp_ids.device) < self.sc_p
+        n_sup = int(resp_mask.sum())
+        enc = model.model.encoder(input_ids=prompt_ids, attention_mask=prompt_mask)
+        cache, hidden, ctx_mask = enc.cache, [enc.last_hidden_state], prompt_mask
+        ce_sum = resp_ids.new_zeros((), dtype=torch.float32)
         for start in range(0, R, canvas):
             stop = min(start + canvas, R)
-            ctx_ids = torch.cat([prompt_ids, resp_ids[:, :start]], dim=1)
-            ctx_mask = torch.cat([prompt_mask, resp_mask[:, :start]], dim=1)
             block, block_mask = noisy[:, start:stop], resp_mask[:, start:stop]
-            if not bool(block_mask.any()):
-                continue
             dec_mask = torch.cat([ctx_mask, block_mask], dim=1)
             sc_logits = None
-            if bool(use_sc.any()):
+            if bool(use_sc.any()):  # the first, self-conditioning-free pass: no gradient
                 with torch.no_grad():
-                    sc_logits = model(input_ids=ctx_ids, attention_mask=ctx_mask, decoder_input_ids=block,
-                                      decoder_attention_mask=dec_mask).logits.detach()
-            logits = model(input_ids=ctx_ids, attention_mask=ctx_mask, decoder_input_ids=block,
-                           decoder_attention_mask=dec_mask, self_conditioning_logits=sc_logits,
+                    sc_logits = model(decoder_input_ids=block, cache=cache, decoder_attention_mask=dec_mask).logits
+            logits = model(decoder_input_ids=block, cache=cache, decoder_attention_mask=dec_mask,
+                           self_conditioning_logits=sc_logits,
                            self_conditioning_mask=use_sc if sc_logits is not None else None).logits
-            ce = F.cross_entropy(logits[block_mask].float(), resp_ids[:, start:stop][block_mask], reduction="sum")
-            ce_sum = ce_sum + ce
+            target = resp_ids[:, start:stop]
+            ce_sum = ce_sum + F.cross_entropy(logits[block_mask].float(), target[block_mask], reduction="sum")
+            if stop < R or self.enc_w > 0:  # append the clean canvas (the last one only feeds the AR loss)
+                enc = model.model.encoder(input_ids=target, attention_mask=dec_mask, cache=cache)
+                cache, ctx_mask = enc.cache, dec_mask
+                hidden.append(enc.last_hidden_state)
         diffusion = ce_sum / max(1, n_sup)
         loss = diffusion
         metrics = {"corrupt_rate": float(corrupted.sum()) / max(1, n_sup), "diffusion_loss": float(diffusion.detach())}
         if self.enc_w > 0:
             full_ids = torch.cat([prompt_ids, resp_ids], dim=1)
             full_mask = torch.cat([prompt_mask, resp_mask], dim=1)
-            hidden = model.model.encoder(input_ids=full_ids, attention_mask=full_mask).last_hidden_state
-            ar_logits = encoder_head_logits(model, hidden[:, :-1])
+            ar_logits = encoder_head_logits(model, torch.cat(hidden, dim=1)[:, :-1])
             target_mask = full_mask[:, 1:] & full_mask[:, :-1]
             ar = F.cross_entropy(ar_logits[target_mask], full_ids[:, 1:][target_mask])
             loss = loss + self.enc_w * ar
