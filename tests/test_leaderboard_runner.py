@@ -175,10 +175,11 @@ def test_shipped_configs():
     pub = load_config(baselines_dir() / "leaderboard.yaml")
     assert pub.budgets == [8, 16, 32, 64, 128]
     names = [m.name for m in pub.models]
-    assert names == ["LLaDA", "LLaDA+EOS+Block", "MDM control (MDM-CPT)", "DSL-LLaDA-SDE", "Soft-mask"]
+    assert names == ["LLaDA", "LLaDA+EOS+Block", "MDM control (MDM-CPT)", "DSL-LLaDA-SDE", "Soft-mask",
+                     "DiffusionGemma-26B-A4B-it"]
     eos = pub.models[1].model_args
     assert eos["logits_eos_inf"] is True and eos["block_length"] == 32
-    assert {m.backend for m in pub.models} == {"mdm_llada", "dsl_llada", "softmask_llada"}
+    assert {m.backend for m in pub.models} == {"mdm_llada", "dsl_llada", "softmask_llada", "diffusiongemma"}
     cells = plan(pub)
     summ = {t for c in cells for t in c.tasks if t.startswith("dsl_summ")}
     assert summ == {f"dsl_summ_{d}_{n}step" for d in ("xsum", "cnndm", "pubmed", "arxiv") for n in pub.budgets}

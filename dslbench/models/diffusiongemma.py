@@ -178,8 +178,8 @@ def tiny_diffusiongemma_config(
     layer_types = ["sliding_attention"] * (num_hidden_layers - 1) + ["full_attention"]
     text = dict(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_hidden_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        global_head_dim=16, max_position_embeddings=max_position_embeddings, sliding_window=128,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=hidden_size // 4, global_head_dim=hidden_size // 4, max_position_embeddings=max_position_embeddings, sliding_window=128,
         layer_types=layer_types, num_experts=4, top_k_experts=2, moe_intermediate_size=hidden_size // 2,
         pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=bos_id,
     )
