@@ -126,3 +126,10 @@ def test_none_ignores_adaptive_stopping_that_native_obeys(backend):
         config.stability_threshold, config.confidence_threshold = saved
     assert native["nfe"] == 2  # one step in each of the two canvases
     assert none["nfe"] == 6
+
+
+def test_bad_arg_fails_before_loading(tmp_path):
+    with pytest.raises(ValueError, match="gen_length=0 must be >= 1"):
+        DiffusionGemma.create_from_arg_string(f"pretrained={tmp_path / 'absent'},gen_length=0")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DiffusionGemma.create_from_arg_string(f"pretrained={tmp_path / 'absent'}")

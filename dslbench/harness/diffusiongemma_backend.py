@@ -72,15 +72,14 @@ class DiffusionGemma(DiffusionBackend):
     def _load(self, pretrained: str) -> None:
         from dslbench.models.diffusiongemma import CanvasDecoderSeam, load_diffusiongemma
 
+        for name, low in (("nfe", 0), ("gen_length", 1)):  # before loading: a bad arg fails fast
+            if self.args[name] is None or self.args[name] < low:
+                raise ValueError(f"diffusiongemma: model arg {name}={self.args[name]!r} must be >= {low}")
         self.model, self.tokenizer, self.info = load_diffusiongemma(
             pretrained, dtype=self.args["dtype"], device=str(self._device)
         )
         self.denoiser = CanvasDecoderSeam(self.model, eos_ids=self.info.eos_ids)
         self.max_length = self.args["max_length"] or self.model.config.text_config.max_position_embeddings
-        for name in ("nfe", "gen_length"):
-            if self.args[name] is None or self.args[name] < (0 if name == "nfe" else 1):
-                raise ValueError(f"diffusiongemma: model arg {name}={self.args[name]!r} must be "
-                                 f"{'>= 0' if name == 'nfe' else '>= 1'}")
         plan_canvases(self.args["gen_length"], self.args["nfe"], self.info.canvas_length, self.args["stopping"])
 
     def _check_prompt_cache(self) -> None:
