@@ -34,13 +34,13 @@ def _hook_timer(modules, device, sync):
 
 
 def diffusiongemma_figures(tokenizer_dir: Path, size: dict, device: torch.device, workdir: Path, sync, timed, prompts) -> dict:
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: no config.json lookup of a llada checkpoint
 
     from dslbench.harness.diffusiongemma_backend import DiffusionGemma
     from dslbench.models.diffusiongemma import make_tiny_diffusiongemma
 
     b, P, G, nfe = size["overhead_batch"], size["prompt_len"], size["gen_length"], size["nfe"]
-    ckpt = make_tiny_diffusiongemma(workdir / "diffusiongemma", AutoTokenizer.from_pretrained(str(tokenizer_dir)),
+    ckpt = make_tiny_diffusiongemma(workdir / "diffusiongemma", PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir)),
                                     seed=0, hidden_size=size["d_model"], num_hidden_layers=size["n_layers"],
                                     canvas_length=G)
     be = DiffusionGemma.create_from_arg_obj(

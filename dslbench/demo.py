@@ -139,7 +139,7 @@ def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path
 
 def _build_diffusiongemma(cfg: DemoConfig, models_dir: Path, init: Path, base_key: dict, log) -> Path:
     """The from-scratch DiffusionGemma row: random init with the demo tokenizer, then the uniform objective."""
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: no config.json lookup of a llada checkpoint
 
     from dslbench.models.diffusiongemma import make_tiny_diffusiongemma
 
@@ -148,7 +148,7 @@ def _build_diffusiongemma(cfg: DemoConfig, models_dir: Path, init: Path, base_ke
     dg_init = models_dir / f"dg-init-{_digest({**base_key, **dims})}"
     if not _cached(dg_init):
         log(f"building a random tiny DiffusionGemma-format model ({dg_init.name})")
-        make_tiny_diffusiongemma(dg_init, AutoTokenizer.from_pretrained(str(init)), seed=cfg.seed, **dims)
+        make_tiny_diffusiongemma(dg_init, PreTrainedTokenizerFast.from_pretrained(str(init)), seed=cfg.seed, **dims)
     path = models_dir / f"uniform-{_digest({**base_key, **dims, 'objective': 'uniform', 'steps': steps})}"
     if not _cached(path):
         log(f"training it from scratch with the uniform objective: {steps} steps ({path.name})")
