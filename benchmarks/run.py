@@ -735,6 +735,12 @@ def table(res: dict) -> str:
         f"| dsl | {a['dsl_tokens_per_s']:.0f} | {a['dsl_over_mdm']:.3f} | {res['memory']['train.dsl']:.0f} |",
         f"| softmask (two passes) | {a['softmask_tokens_per_s']:.0f} | {a['softmask_over_mdm']:.3f} | {res['memory']['train.softmask']:.0f} |",
     ]
+    g = res.get("sampler_diffusiongemma")
+    if g:
+        lines += ["", f"diffusiongemma (transformers' generate, stopping=none; tiny DiffusionGemma of the same width and depth, "
+                      f"canvas {g['canvas_length']}): overhead @b{g['batch']} {g['overhead']:.3f} per network evaluation "
+                      f"({g['nfe']} decoder evaluations at {g['decoder_ms_per_nfe']:.1f} ms + {g['encoder_passes']} encoder "
+                      f"pass(es) at {g['encoder_ms_per_pass']:.1f} ms; vs decoder only {g['overhead_vs_decoder_only']:.3f})"]
     lines.append(f"\ntotal benchmark time {res['total_s']:.0f} s")
     return "\n".join(lines)
 
@@ -783,7 +789,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads or 1)
     elif args.threads:
         torch.set_num_threads(args.threads)
-    parts = set((args.only or "sampler,converter,e2e,adaptation,memory").split(","))
+    parts = set((args.only or "sampler,converter,e2e,adaptation,memory,diffusiongemma").split(","))
     t_start = time.perf_counter()
     res: dict = {"mode": mode, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                  "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -811,6 +817,11 @@ def main(argv=None) -> int:
             print("adaptation figures done", f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr)
         if "memory" in parts:
             res["memory"] = memory_figures(ckpts, size, device)
+        if "diffusiongemma" in parts:
+            from diffusiongemma import diffusiongemma_figures  # benchmarks/diffusiongemma.py
+
+            res["sampler_diffusiongemma"] = diffusiongemma_figures(ckpts["mdm_llada"], size, device, workdir, sync, timed, prompts)
+            res[f"sampler_overhead.diffusiongemma.b{size['overhead_batch']}"] = res["sampler_diffusiongemma"]["overhead"]
     res["total_s"] = round(time.perf_counter() - t_start, 1)
     if "sampler" in res:
         res.update(flat_overheads(res))

@@ -24,6 +24,7 @@ BACKENDS = {
     "mdm_llada": "dslbench.harness.mdm_backend:MDMLLaDA",
     "dsl_llada": "dslbench.harness.dsl_backend:DSLLLaDA",
     "softmask_llada": "dslbench.harness.softmask_backend:SoftMaskLLaDA",
+    "diffusiongemma": "dslbench.harness.diffusiongemma_backend:DiffusionGemma",
 }
 
 _TARGETS = ("lm_eval.models", "lm_eval.tasks.manager")

@@ -48,6 +48,12 @@ class DemoConfig:
     adapt_lr: float = 2e-4
     adapt_warmup: int = 10
     objectives: tuple[str, ...] = ("mdm", "dsl", "softmask")
+    # a tiny DiffusionGemma-format model (transformers' class, same width / depth, MoE 4 experts top-2,
+    # canvas = response_len) trained from scratch with --objective uniform for pretrain_steps +
+    # adapt_steps steps at the pre-training lr: the same data, batch and steps as base + adaptation.
+    # Off in the full demo (each of its 600 steps costs about 2x a LLaDA step: +24 min measured on 2 loaded cores,
+    # see README); on in regress and smoke (`dslbench demo --with-diffusiongemma` turns it on).
+    diffusiongemma: bool = False
     # evaluation
     budgets: tuple[int, ...] = (4, 8, 16, 32)
     limit: int = 32
@@ -74,10 +80,11 @@ PRESETS: dict[str, DemoConfig] = {
     "demo": DemoConfig(controls=(DEMO_CONTROL,)),
     # dslbench regress: a pinned subset of the demo (a few minutes on 2 cores), every control path
     "regress": DemoConfig(pretrain_steps=80, adapt_steps=20, train_docs=1500, budgets=(4, 16), limit=12,
-                          repair_tasks=("dsl_repair_synth_random_10",), controls=tuple(CONTROLS)),
+                          repair_tasks=("dsl_repair_synth_random_10",), controls=tuple(CONTROLS), diffusiongemma=True),
     # unit tests of the pipeline itself
     "smoke": DemoConfig(d_model=32, n_layers=1, mlp_hidden_size=64, train_docs=64, batch_size=4, pretrain_steps=2,
-                        adapt_steps=2, budgets=(4,), limit=2, repair_tasks=("dsl_repair_synth_random_10",)),
+                        adapt_steps=2, budgets=(4,), limit=2, repair_tasks=("dsl_repair_synth_random_10",),
+                        diffusiongemma=True),
 }
 
 # Display name -> (backend, model, extra model args)
@@ -87,6 +94,7 @@ EVALUATED = {
     "MDM-CPT (control)": ("mdm_llada", "mdm", {}),
     "DSL-LLaDA-SDE": ("dsl_llada", "dsl", {}),
     "Soft-mask": ("softmask_llada", "softmask", {}),
+    "DiffusionGemma (uniform, from scratch)": ("diffusiongemma", "uniform", {}),
 }
 
 
@@ -137,7 +145,28 @@ def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path
             options = {"mdm_loss_weight": "none"} if objective == "mdm" else {}
             _adapt(base, path, objective, cfg.adapt_steps, cfg.adapt_lr, cfg.adapt_warmup, cfg, **options)
         paths[objective] = path
+    if cfg.diffusiongemma:
+        paths["uniform"] = _build_diffusiongemma(cfg, models_dir, init, base_key, log)
     return paths
+
+
+def _build_diffusiongemma(cfg: DemoConfig, models_dir: Path, init: Path, base_key: dict, log) -> Path:
+    """The from-scratch DiffusionGemma row: random init with the demo tokenizer, then the uniform objective."""
+    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: no config.json lookup of a llada checkpoint
+
+    from dslbench.models.diffusiongemma import make_tiny_diffusiongemma
+
+    dims = dict(hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, canvas_length=cfg.response_len)
+    steps = cfg.pretrain_steps + cfg.adapt_steps
+    dg_init = models_dir / f"dg-init-{_digest({**base_key, **dims})}"
+    if not _cached(dg_init):
+        log(f"building a random tiny DiffusionGemma-format model ({dg_init.name})")
+        make_tiny_diffusiongemma(dg_init, PreTrainedTokenizerFast.from_pretrained(str(init)), seed=cfg.seed, **dims)
+    path = models_dir / f"uniform-{_digest({**base_key, **dims, 'objective': 'uniform', 'steps': steps})}"
+    if not _cached(path):
+        log(f"training it from scratch with the uniform objective: {steps} steps ({path.name})")
+        _adapt(dg_init, path, "uniform", steps, cfg.pretrain_lr, cfg.pretrain_warmup, cfg, freeze_router="no")
+    return path
 
 
 def lead_baseline(limit: int) -> float:
@@ -209,7 +238,11 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
         f"({cfg.adapt_steps} steps each); {cfg.limit} held-out documents per task; seed {cfg.seed}. "
         f"Reference points: the untrained (randomly initialised) model is evaluated as a row; copying each "
         f"document's first sentence after its header scores ROUGE-1 {lead:.1f}. "
-        f"Model building took {built:.0f} s (0 when cached). Demo configuration: `{json.dumps(asdict(cfg), default=str)}`."
+        + (f"A tiny DiffusionGemma-format model (transformers' class, same width and depth, MoE) is trained from "
+           f"scratch with the uniform-state objective for {cfg.pretrain_steps + cfg.adapt_steps} steps on the same data "
+           f"and batch (the steps of base + one adaptation); its NFE counts canvas-decoder evaluations. "
+           if cfg.diffusiongemma else "")
+        + f"Model building took {built:.0f} s (0 when cached). Demo configuration: `{json.dumps(asdict(cfg), default=str)}`."
     )
     config = matrix_config(cfg, paths, out)
     result = run_matrix(config, force=force, log=lambda s: log(s), report=False)

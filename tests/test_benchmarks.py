@@ -34,3 +34,6 @@ def test_benchmark_smoke(tmp_path):
     assert res["adaptation"]["dsl_over_mdm"] > 0 and res["adaptation"]["softmask_over_mdm"] > 0
     assert {"train.mdm", "train.dsl", "train.softmask"} <= set(res["memory"])
     assert "| dsl_llada |" in proc.stdout
+    dg = res["sampler_diffusiongemma"]
+    assert res[f"sampler_overhead.diffusiongemma.b{dg['batch']}"] > 1 and dg["nfe"] == res["sizes"]["nfe"]
+    assert "diffusiongemma (transformers' generate" in proc.stdout

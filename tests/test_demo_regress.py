@@ -21,7 +21,8 @@ def smoke_demo(tmp_path_factory):
 def test_demo_writes_leaderboard_plots_and_report(smoke_demo):
     out, result, _ = smoke_demo
     cells = result.report.loaded.cells
-    assert {"LLaDA (base)", "MDM-CPT (control)", "DSL-LLaDA-SDE", "Soft-mask"} <= set(cells["model"])
+    assert {"LLaDA (base)", "MDM-CPT (control)", "DSL-LLaDA-SDE", "Soft-mask",
+            "DiffusionGemma (uniform, from scratch)"} <= set(cells["model"])
     assert {"summarization", "repair"} <= set(cells["family"])
     for name in ("leaderboard.csv", "report.md", "report.html", "timings.csv"):
         assert (out / name).is_file()

@@ -187,9 +187,10 @@ def test_shipped_configs():
     assert {m.model_args.get("parallel", "fixed") for m in controls} == {"fixed", "threshold", "eb"}
     assert {m.model_args.get("remasking") for m in controls} >= {"entropy", "margin"}
     assert all(m.model_args["pretrained"] == "${DSLBENCH_MDM_CPT_CKPT}" for m in controls)
+    assert names[-1] == "DiffusionGemma-26B-A4B-it"
     eos = pub.models[1].model_args
     assert eos["logits_eos_inf"] is True and eos["block_length"] == 32
-    assert {m.backend for m in pub.models} == {"mdm_llada", "dsl_llada", "softmask_llada"}
+    assert {m.backend for m in pub.models} == {"mdm_llada", "dsl_llada", "softmask_llada", "diffusiongemma"}
     cells = plan(pub)
     summ = {t for c in cells for t in c.tasks if t.startswith("dsl_summ")}
     assert summ == {f"dsl_summ_{d}_{n}step" for d in ("xsum", "cnndm", "pubmed", "arxiv") for n in pub.budgets}

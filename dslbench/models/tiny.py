@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 from dslbench.models.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
 
 DEFAULT_TOKENIZER_VOCAB = 1024
+TINY_FAMILIES = ("llada", "dream", "diffusiongemma")
 
 
 def tiny_config(
@@ -184,8 +185,8 @@ def make_tiny(
     """
     from dslbench.models.tokenizer import train_tokenizer
 
-    if family not in ("llada", "dream"):
-        raise ValueError(f"family={family!r} is not supported for tiny checkpoints; allowed: ['llada', 'dream']")
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"family={family!r} is not supported for tiny checkpoints; allowed: {list(TINY_FAMILIES)}")
     _seed_everything(seed)
     corpus = list(texts) if texts is not None else _default_corpus(seed)
     tokenizer = train_tokenizer(corpus, vocab_size=DEFAULT_TOKENIZER_VOCAB)
@@ -195,5 +196,11 @@ def make_tiny(
         if config_overrides:
             raise ValueError(f"config overrides {sorted(config_overrides)} are only supported for family='llada'")
         return make_tiny_dream(out, tokenizer, seed=seed)
+    if family == "diffusiongemma":
+        from dslbench.models.diffusiongemma import make_tiny_diffusiongemma
+
+        if config_overrides:
+            raise ValueError(f"config overrides {sorted(config_overrides)} are only supported for family='llada'")
+        return make_tiny_diffusiongemma(out, tokenizer, seed=seed)
     model = build_tiny_llada(tokenizer, seed=seed, **config_overrides)
     return save_checkpoint(model, tokenizer, out)

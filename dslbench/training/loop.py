@@ -312,7 +312,8 @@ def run_adapt(
 
     # ---- model, objective modules, data
     set_seed(cfg.seed)
-    backbone, tokenizer, info, preloaded, base_dir = _load_base(cfg.base)
+    # An objective for another model format (uniform: DiffusionGemma) loads its own base.
+    backbone, tokenizer, info, preloaded, base_dir = getattr(objective, "load_base", _load_base)(cfg.base)
     extras = objective.build(backbone, tokenizer, info, base_dir, preloaded)
     module = AdaptModule(backbone, extras, objective, info)
     objective.configure_trainable(module)

@@ -100,7 +100,7 @@ class AdaptModule(nn.Module):
         self.objective = objective  # a plain object (no parameters of its own)
         self.info = info
         self.vocab_size = int(info.vocab_size)
-        self.mask_id = int(info.mask_id)
+        self.mask_id = None if info.mask_id is None else int(info.mask_id)  # uniform-state models have none
         self.shift_logits = bool(getattr(info, "shift_logits", False) or getattr(info, "family", "") == "dream")
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -532,6 +532,7 @@ OBJECTIVES: dict[str, type[Objective] | str] = {
     "dsl": DSLObjective,
     "mdm": MDMObjective,
     "softmask": "dslbench.training.softmask_objective:SoftMaskObjective",
+    "uniform": "dslbench.training.uniform_objective:UniformObjective",
 }
 
 
