@@ -20,6 +20,7 @@ Config (YAML)::
         backend: mdm_llada
         model_args: {pretrained: GSAI-ML/LLaDA-8B-Instruct, logits_eos_inf: true, block_length: 32}
         resources: {num_gpus: 1}     # optional: what one cell of this model asks Ray for (--executor ray)
+        processes: 1                 # optional: data-parallel ranks per cell (torchrun), for a model too slow for one device
 
 String model args may use ``${VAR}`` / ``${VAR:-default}`` (environment); an unset variable or a
 ``<placeholder>`` is refused before anything runs, naming the model. ``pretrained: tiny:seed=N``
@@ -67,6 +68,7 @@ class ModelSpec:
     backend: str
     model_args: dict[str, Any]
     resources: dict[str, Any] | None = None  # Ray task options of one cell (--executor ray)
+    processes: int = 1  # data-parallel ranks per cell (torchrun, dslbench/runs/launch.py)
 
 
 @dataclass
@@ -137,7 +139,7 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
     for i, m in enumerate(models_raw):
         if not isinstance(m, dict) or not m.get("name") or not m.get("backend"):
             raise fail(f"models[{i}] needs a name and a backend")
-        bad = sorted(set(m) - {"name", "backend", "model_args", "resources"})
+        bad = sorted(set(m) - {"name", "backend", "model_args", "resources", "processes"})
         if bad:
             raise fail(f"models[{i}] ({m['name']}): unknown key(s) {', '.join(bad)}")
         args = m.get("model_args") or {}
@@ -154,7 +156,10 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
                 resources = check_resources(m["resources"])
             except ValueError as err:
                 raise fail(f"models[{i}] ({m['name']}): {err}") from None
-        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources))
+        processes = m.get("processes", 1)
+        if not (isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1):
+            raise fail(f"models[{i}] ({m['name']}): processes must be an integer >= 1, got {processes!r}")
+        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources, processes))
     tasks = raw.get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise fail("'tasks' must be a non-empty list of task names (use {nfe} for the budget)")

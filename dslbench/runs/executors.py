@@ -124,6 +124,14 @@ def install_cell(partial: Path, dest: Path, replace_ino: int | None = None) -> b
     return True
 
 
+def data_parallel(cell) -> dict:
+    """A model with ``processes: N`` > 1: its cells are evaluated by N torchrun ranks."""
+    from dslbench.runs.launch import LaunchedEvaluate
+
+    n = cell.model.processes
+    return {"evaluate": LaunchedEvaluate(n)} if n > 1 else {}
+
+
 def _attempts_in(log: Path) -> int:
     try:
         return sum(line.startswith(_ATTEMPT) for line in log.read_text(encoding="utf-8", errors="replace").splitlines())
@@ -179,7 +187,7 @@ def run_attempt(run_one: Callable, cell, model_args: dict, desc: dict, log: str,
                 os._exit(1)
         partial = cell.dir.parent / f".{cell.dir.name}.partial-{number}-{uuid.uuid4().hex[:8]}"
         installed = run_one(cell, model_args=model_args, desc=desc, partial=partial,
-                            install=functools.partial(install_cell, replace_ino=replace_ino))
+                            install=functools.partial(install_cell, replace_ino=replace_ino), **data_parallel(cell))
         print(f"<<< attempt {number}: " + ("installed" if installed else
               "a finished cell was already in place (another attempt); this one was discarded"), flush=True)
     return {"seconds": time.monotonic() - start, "installed": bool(installed), "attempt": number}
@@ -224,10 +232,10 @@ class LocalExecutor:
             args = prepare(cell)
             log(f"[{i + 1}/{len(pending)}] {cell.label}: evaluating {', '.join(cell.tasks)}")
             start = time.monotonic()
-            run_one(cell, model_args=args, desc=desc)
+            run_one(cell, model_args=args, desc=desc, **data_parallel(cell))
             seconds = time.monotonic() - start
             progress.done += 1
-            progress.gpu_seconds += seconds * gpus
+            progress.gpu_seconds += seconds * gpus * cell.model.processes
             progress.line(cell, f"finished in {seconds:.1f} s", 0, len(pending) - i - 1)
             result.ran.append(cell)
         return result
@@ -248,6 +256,13 @@ def _absolute_args(args: dict) -> dict:
     if isinstance(pre, str) and not os.path.isabs(pre) and os.path.exists(pre):
         return {**args, "pretrained": os.path.abspath(pre)}
     return args
+
+
+def _task_env() -> dict[str, str]:
+    """What a cell reads from the environment (data folders, hub cache and offline switches, the
+    code path), handed to the tasks: a cluster started elsewhere does not have the driver's."""
+    keep = ("PYTHONPATH", "TOKENIZERS_PARALLELISM")
+    return {k: v for k, v in os.environ.items() if k in keep or (k.startswith(("DSLBENCH_", "HF_")) and k != FAULT_ENV)}
 
 
 class RayExecutor:
@@ -278,19 +293,20 @@ class RayExecutor:
                 for cell, desc in pending]
         owned = not ray.is_initialized()
         if owned:
-            ray.init(address=self.address, include_dashboard=False)
+            ray.init(address=self.address, include_dashboard=False, runtime_env={"env_vars": _task_env()})
         try:
             res = ray.cluster_resources()
             log(f"Ray cluster: {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU; "
                 f"{len(jobs)} cell(s), up to {self.max_retries} retr{'y' if self.max_retries == 1 else 'ies'} each")
-            default = {"num_gpus": 1} if res.get("GPU", 0) > 0 else {"num_cpus": 1}
+            gpu = res.get("GPU", 0) > 0
             task = ray.remote(run_attempt)
             refs, progress = {}, Progress(len(jobs), log)
             for cell, desc, args in jobs:
                 _clean_leftovers(cell)
                 cell_log(cell, output).parent.mkdir(parents=True, exist_ok=True)
                 cell_log(cell, output).write_text("", encoding="utf-8")  # one log per run of the cell
-                opts = dict(cell.model.resources or default)
+                n = cell.model.processes  # one device per data-parallel rank
+                opts = dict(cell.model.resources or ({"num_gpus": n} if gpu else {"num_cpus": n}))
                 ino = cell.dir.stat().st_ino if cell.dir.exists() else None  # an outdated cell to replace
                 ref = task.options(max_retries=self.max_retries, retry_exceptions=self.retry_errors, **opts).remote(
                     run_one, cell, args, desc, str(cell_log(cell, output)), faults.get(cell_key(cell)), ino)

@@ -93,6 +93,8 @@ def test_resources_entry_validated(tmp_path):
     for bad, match in (({"gpus": 1}, "unknown key 'gpus'"), ({"num_gpus": -1}, "num_gpus=-1"), ([1], "mapping")):
         with pytest.raises(MatrixConfigError, match=match):
             _config(tmp_path, models=[{**CONFIG["models"][0], "resources": bad}])
+    with pytest.raises(MatrixConfigError, match="processes must be an integer >= 1, got 0"):
+        _config(tmp_path, models=[{**CONFIG["models"][0], "processes": 0}])
     with pytest.raises(ValueError, match="MODEL/CELL=exit"):
         parse_faults("LLaDA/nfe4=explode")
     assert parse_faults("A/nfe4=exit:1, B/fixed=hang") == {"A/nfe4": ("exit", 1), "B/fixed": ("hang", None)}
@@ -118,6 +120,37 @@ def test_install_never_overwrites_a_finished_cell(tmp_path):
     assert (dest / DONE).read_text() == "third" and _leftovers(tmp_path) == []
 
 
+def test_cli_dry_run_and_exit_status(tmp_path, capsys, monkeypatch):
+    from dslbench.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    argv = ["leaderboard", "--config", str(cfg), "--out", str(tmp_path / "o"), "--dry-run"]
+    assert main(argv) == 0
+    assert "4 pending cell(s)" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main([*argv, "--executor", "ray"]) == 2
+    assert "pip install 'dslbench[ray]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_data_parallel_inside_a_cell(tiny_ckpt, tmp_path):
+    """``processes: 2``: the cell is evaluated by two torchrun ranks (gloo on CPU), rank 0 writes
+    the files, the cell's bookkeeping stays in the caller; same leaderboard as one process."""
+    raw = yaml.safe_load((ROOT / "baselines" / "tiny.yaml").read_text())
+    raw.update(budgets=[4], limit=2, tasks=["dsl_summ_synth_{nfe}step"])
+    raw["models"] = [m for m in raw["models"] if m["name"] == "LLaDA"]
+    csv = {}
+    for n in (1, 2):
+        raw["models"][0]["processes"] = n
+        out = tmp_path / f"p{n}"
+        shutil.copytree(tiny_ckpt, out / "models" / "tiny-base-seed0")
+        res = run_matrix(parse_config(raw, out=out), log=lambda s: None, n_boot=20)
+        assert len(res.ran) == 1 and not list(out.rglob(".launch.json")) and _leftovers(out) == []
+        csv[n] = (out / "leaderboard.csv").read_bytes()
+    assert csv[2] == csv[1]
+
+
 # ----------------------------------------------------------------------------- on a local Ray cluster
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -137,6 +170,7 @@ def ray_cluster():
             os.environ["PYTHONPATH"] = saved
 
 
+@pytest.mark.slow
 def test_ray_and_local_write_the_same_leaderboard(ray_cluster, tiny_ckpt, tmp_path):
     """Real tiny models through lm-eval: two models evaluated concurrently by Ray give the
     byte-identical leaderboard.csv of the local executor; a rerun skips everything."""
@@ -191,7 +225,7 @@ def test_failing_cell_reported_others_finish_rerun_completes(ray_cluster, tmp_pa
 
 _DRIVER = """
 import sys
-from tests.test_ray_executor import _config, det_evaluate
+from tests.test_leaderboard_executors import _config, det_evaluate
 from dslbench.report.matrix import run_matrix
 run_matrix(_config(__import__('pathlib').Path(sys.argv[1])), evaluate=det_evaluate, executor="ray",
            address=sys.argv[2], log=lambda s: print(s, flush=True), n_boot=20)
