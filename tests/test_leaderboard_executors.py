@@ -78,6 +78,13 @@ def test_dry_run_lists_pending_cells_and_their_cost(tmp_path):
     lines.clear()
     run_matrix(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, dry_run=True, log=lines.append)
     assert lines[-1] == "dry run: nothing to do, every cell is finished" and len(lines) == 7  # + 6 "skipped"
+    # the ray executor's dry run also shows what each cell asks the cluster for
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'dslbench[ray]')")
+    models = [{**CONFIG["models"][0], "resources": {"num_gpus": 2}}, CONFIG["models"][1]]
+    lines.clear()
+    run_matrix(_config(tmp_path / "r", models=models), evaluate=det_evaluate, executor="ray", dry_run=True, log=lines.append)
+    assert "  LLaDA @ NFE 4: dsl_summ_synth_4step | documents 2 | NFE 4 | forward passes 8 | resources {'num_gpus': 2}" in lines
+    assert any(line.startswith("  LLaDA+EOS+Block @ NFE 4") and "resources default (1 GPU" in line for line in lines)
 
 
 def test_ray_missing_is_refused_with_the_install_command(tmp_path, monkeypatch):
@@ -203,6 +210,11 @@ def test_killed_worker_is_retried(ray_cluster, tmp_path, monkeypatch):
     assert _leftovers(out) == []
     ref = tmp_path / "local"
     run_matrix(_config(ref), evaluate=det_evaluate, **QUIET)
+    assert (out / "leaderboard.csv").read_bytes() == (ref / "leaderboard.csv").read_bytes()
+    # --force on Ray replaces every finished cell once (the outdated folder, named by inode)
+    res = run_matrix(_config(out), evaluate=det_evaluate, executor="ray", force=True, **QUIET)
+    assert len(res.ran) == 4 and res.skipped == [] and _leftovers(out) == []
+    assert len(list((out / "runs" / "LLaDA" / "nfe4").rglob("results_*.json"))) == 1
     assert (out / "leaderboard.csv").read_bytes() == (ref / "leaderboard.csv").read_bytes()
 
 

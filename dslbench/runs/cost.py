@@ -8,9 +8,6 @@ spend what their task defines, so they are listed without a count.
 
 from __future__ import annotations
 
-from typing import Any
-
-
 def cell_cost(cell, limit: int | float | None) -> tuple[int | None, int | None]:
     """(documents, forward passes) of one cell; None where it is not known before lm-eval loads the task."""
     docs = len(cell.tasks) * limit if isinstance(limit, int) else None
@@ -18,7 +15,7 @@ def cell_cost(cell, limit: int | float | None) -> tuple[int | None, int | None]:
     return docs, passes
 
 
-def dry_run_lines(pending: list, limit: int | float | None, executor: str, default_resources: Any = None) -> list[str]:
+def dry_run_lines(pending: list, limit: int | float | None, executor: str) -> list[str]:
     """One line per pending cell and a total."""
     if not pending:
         return ["dry run: nothing to do, every cell is finished"]
@@ -34,7 +31,8 @@ def dry_run_lines(pending: list, limit: int | float | None, executor: str, defau
         budget = f"NFE {cell.budget}" if cell.budget is not None else "task's own budget"
         res = ""
         if executor == "ray":
-            res = f" | resources {cell.model.resources or default_resources or 'default (1 GPU if the cluster has one, else 1 CPU)'}"
+            n = cell.model.processes
+            res = f" | resources {cell.model.resources or f'default ({n} GPU if the cluster has GPUs, else {n} CPU)'}"
         lines.append(f"  {cell.label}: {', '.join(cell.tasks)} | documents {_n(docs)} | {budget} | "
                      f"forward passes {_n(passes) if cell.budget is not None else 'per the task'}{res}")
     fixed = any(c.budget is None for c in pending)

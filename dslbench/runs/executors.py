@@ -293,7 +293,12 @@ class RayExecutor:
                 for cell, desc in pending]
         owned = not ray.is_initialized()
         if owned:
-            ray.init(address=self.address, include_dashboard=False, runtime_env={"env_vars": _task_env()})
+            extra = {}
+            if self.address is None and not os.environ.get("RAY_ADDRESS"):
+                # a Ray instance of our own: workers killed for memory are retried as boundedly as
+                # other deaths (Ray's own default for them is its task_oom_retries setting)
+                extra["_system_config"] = {"task_oom_retries": self.max_retries}
+            ray.init(address=self.address, include_dashboard=False, runtime_env={"env_vars": _task_env()}, **extra)
         try:
             res = ray.cluster_resources()
             log(f"Ray cluster: {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU; "
