@@ -95,15 +95,20 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     with _ReportWarnings("leaderboard"):
         try:
-            result = run_matrix(args.config, out=args.out, force=args.force, models=models, report=not args.no_report)
+            result = run_matrix(args.config, out=args.out, force=args.force, models=models, report=not args.no_report,
+                                executor=args.executor, address=args.address, max_retries=args.max_retries,
+                                retry_errors=args.retry_errors, dry_run=args.dry_run)
         except (MatrixConfigError, ReportInputError, CellSaveError) as err:
             print(f"dslbench leaderboard: error: {err}", file=sys.stderr)
             return 2
         except OSError as err:  # permission denied, disk full: finished cells stay, the failed one pending
             print(f"dslbench leaderboard: error: {describe_os_error(err)}", file=sys.stderr)
             return 2
-    print(f"{len(result.ran)} cell(s) evaluated, {len(result.skipped)} already finished")
-    return 0
+    if args.dry_run:
+        return 0
+    failed = f", {len(result.failed)} failed (see the logs above)" if result.failed else ""
+    print(f"{len(result.ran)} cell(s) evaluated, {len(result.skipped)} already finished{failed}")
+    return 1 if result.failed else 0
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -263,6 +268,18 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-evaluate finished cells")
     p.add_argument("--models", default=None, help="comma-separated model names to run (default: all)")
     p.add_argument("--no-report", action="store_true", help="evaluate only")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: cells one after another in this process; ray: one Ray task per cell across the "
+                   "cluster's GPUs and nodes (pip install 'dslbench[ray]'; the output folder must be shared storage)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. auto, or HOST:6379); default: RAY_ADDRESS, else a local Ray instance")
+    p.add_argument("--max-retries", type=int, default=2,
+                   help="ray: times a cell whose worker died (killed, out of memory, node lost) is retried before "
+                   "it is reported as failed (default 2)")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="ray: retry a cell after a Python error too (off: such errors usually repeat)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the pending cells with their documents, budgets and forward passes; run nothing")
     p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser(

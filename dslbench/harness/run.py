@@ -118,6 +118,8 @@ def evaluate_cell(
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
+    if results is None:  # a rank other than 0 of a data-parallel launch: rank 0 writes the files
+        return {}
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:

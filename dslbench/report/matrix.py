@@ -19,6 +19,8 @@ Config (YAML)::
       - name: LLaDA+EOS+Block
         backend: mdm_llada
         model_args: {pretrained: GSAI-ML/LLaDA-8B-Instruct, logits_eos_inf: true, block_length: 32}
+        resources: {num_gpus: 1}     # optional: what one cell of this model asks Ray for (--executor ray)
+        processes: 1                 # optional: data-parallel ranks per cell (torchrun), for a model too slow for one device
 
 String model args may use ``${VAR}`` / ``${VAR:-default}`` (environment); an unset variable or a
 ``<placeholder>`` is refused before anything runs, naming the model. ``pretrained: tiny:seed=N``
@@ -38,10 +40,14 @@ never where the output folder lives: a checkpoint inside the output folder (the 
 recorded relative to it, so moving the folder or spelling ``--out`` differently redoes nothing.
 Before the first cell, every model's backend and model args are checked against the backend's
 declared args (names, types, ranges), so a typo in the last model fails in seconds, not hours.
+
+Who runs the pending cells is an executor (``dslbench/runs/executors.py``): ``local`` (one after
+another in this process, the default) or ``ray`` (one Ray task per cell, across GPUs and nodes).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -68,6 +74,8 @@ class ModelSpec:
     name: str
     backend: str
     model_args: dict[str, Any]
+    resources: dict[str, Any] | None = None  # Ray task options of one cell (--executor ray)
+    processes: int = 1  # data-parallel ranks per cell (torchrun, dslbench/runs/launch.py)
 
 
 @dataclass
@@ -100,6 +108,7 @@ class Cell:
 class MatrixResult:
     ran: list[Cell] = field(default_factory=list)
     skipped: list[Cell] = field(default_factory=list)
+    failed: list = field(default_factory=list)  # CellFailure: cells an executor gave up on (Ray)
     leaderboard: Path | None = None
     report: Any = None
 
@@ -137,7 +146,7 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
     for i, m in enumerate(models_raw):
         if not isinstance(m, dict) or not m.get("name") or not m.get("backend"):
             raise fail(f"models[{i}] needs a name and a backend")
-        bad = sorted(set(m) - {"name", "backend", "model_args"})
+        bad = sorted(set(m) - {"name", "backend", "model_args", "resources", "processes"})
         if bad:
             raise fail(f"models[{i}] ({m['name']}): unknown key(s) {', '.join(bad)}")
         args = m.get("model_args") or {}
@@ -146,7 +155,18 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
         if slug(str(m["name"])) in seen:
             raise fail(f"models[{i}]: the name {m['name']!r} is used twice")
         seen.add(slug(str(m["name"])))
-        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args)))
+        resources = None
+        if m.get("resources") is not None:
+            from dslbench.runs.executors import check_resources
+
+            try:
+                resources = check_resources(m["resources"])
+            except ValueError as err:
+                raise fail(f"models[{i}] ({m['name']}): {err}") from None
+        processes = m.get("processes", 1)
+        if not (isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1):
+            raise fail(f"models[{i}] ({m['name']}): processes must be an integer >= 1, got {processes!r}")
+        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources, processes))
     tasks = raw.get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise fail("'tasks' must be a non-empty list of task names (use {nfe} for the budget)")
@@ -351,13 +371,15 @@ def cell_finished(cell: Cell, expected: dict[str, Any]) -> bool:
     return have == json.loads(json.dumps(expected))
 
 
-def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc: dict, evaluate: Callable) -> None:
+def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc: dict, evaluate: Callable,
+             partial: Path | None = None, install: Callable | None = None) -> Any:
     """Evaluate one cell into ``.<cell>.partial`` and rename it into place once done: the inputs
     in, the cell's files out, nothing else touched (another executor can call it as is). On any
     failure the partial folder is removed and the cell stays pending."""
     from dslbench.harness.run import DONE, write_json_atomic
 
-    partial = cell.dir.parent / f".{cell.dir.name}.partial"
+    # an executor whose attempts may overlap (Ray) gives each its own partial folder and installs it
+    partial = partial or cell.dir.parent / f".{cell.dir.name}.partial"
     old = cell.dir.parent / f".{cell.dir.name}.old"
     for p in (partial, old):
         if p.exists():
@@ -372,6 +394,8 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    if install is not None:
+        return install(partial, cell.dir)
     if cell.dir.exists():
         os.replace(cell.dir, old)
     os.replace(partial, cell.dir)
@@ -387,9 +411,21 @@ def run_matrix(
     report: bool = True,
     models: list[str] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    executor: str = "local",
+    address: str | None = None,
+    max_retries: int = 2,
+    retry_errors: bool = False,
+    dry_run: bool = False,
     **report_kwargs: Any,
 ) -> MatrixResult:
-    """Evaluate every unfinished cell, then write ``OUTPUT/leaderboard.csv`` and the report."""
+    """Evaluate every unfinished cell (``executor``: local or ray), then write
+    ``OUTPUT/leaderboard.csv`` and the report; ``dry_run`` only lists what is pending and its cost."""
+    from dslbench.runs.executors import make_executor
+
+    try:  # refuses a missing Ray before anything runs
+        runner = make_executor(executor, address, max_retries, retry_errors)
+    except ValueError as err:
+        raise MatrixConfigError(str(err)) from None
     if not isinstance(config, MatrixConfig):
         config = load_config(config, out)
     elif out is not None:
@@ -406,17 +442,28 @@ def run_matrix(
     check_config(config, cells)
     result = MatrixResult()
     models_dir = config.output / "models"
+    pending = []
     for i, cell in enumerate(cells, 1):
         desc = cell_description(cell, config)
         if not force and cell_finished(cell, desc):
             log(f"[{i}/{len(cells)}] {cell.label}: finished, skipped")
             result.skipped.append(cell)
             continue
-        args = resolve_model_args(cell.model, models_dir, build=True)
-        log(f"[{i}/{len(cells)}] {cell.label}: evaluating {', '.join(cell.tasks)}")
-        run_cell(cell, config, args, desc, evaluate)
-        result.ran.append(cell)
-    if report:
+        pending.append((cell, desc))
+    if dry_run:
+        from dslbench.runs.cost import dry_run_lines
+
+        for line in dry_run_lines([c for c, _ in pending], config.limit, runner.name):
+            log(line)
+        return result
+    done = runner.run(pending, lambda c: resolve_model_args(c.model, models_dir, build=True),
+                      functools.partial(run_cell, config=config, evaluate=evaluate), config.output, log)
+    result.ran, result.failed = done.ran, done.failed
+    for f in result.failed:
+        log(f"failed: {f.cell.label} after {f.attempts} attempt(s): {f.error}; log: {f.log}")
+    if result.failed:
+        log(f"{len(result.failed)} cell(s) failed: no leaderboard written; a rerun evaluates only the missing cells")
+    elif report:
         from dslbench.report.build import build_report
 
         kwargs = {"headline_nfe": config.headline_nfe, "title": f"dslbench leaderboard: {config.name}",
