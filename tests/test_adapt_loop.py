@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dslbench.models.saving import read_weights
 from dslbench.training.loop import (
     AdaptConfig,
     NonFiniteLossError,
@@ -47,7 +48,7 @@ def _cfg(base, out, objective="mdm", data=None, **kw) -> AdaptConfig:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(path) / "model.safetensors"))
+    return read_weights(path)
 
 
 def _assert_same(a: dict, b: dict) -> None:
