@@ -113,10 +113,41 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     os.replace(src, dst)
 
 
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_dead_siblings(path: str | os.PathLike, tag: str = "tmp") -> None:
+    """Remove ``.NAME.tag-PID*`` siblings of ``path`` left by processes that no longer run."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.{tag}-*"):
+        pid = stale.name.rsplit(f".{tag}-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or not pid_alive(int(pid)):
+            remove_tree(stale)
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to a temporary sibling, then rename it over ``path``."""
+    """Write ``data`` to a temporary sibling, then rename it over ``path`` (temporary siblings
+    that a killed writer left are removed first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_siblings(path)
     tmp = temp_sibling(path)
     try:
         crash_point("write", path, partial=lambda: tmp.write_bytes(data[: len(data) // 2]))
@@ -198,5 +229,6 @@ def remove_tree(path: str | os.PathLike) -> None:
 
 
 __all__ = ["CRASH_ENV", "TRACE_ENV", "CRASH_EXIT", "crash_point", "fix_mode", "temp_sibling", "replace",
+           "pid_alive", "remove_dead_siblings",
            "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "written_file", "append_text",
            "unlink", "remove_tree"]

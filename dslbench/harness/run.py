@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from dslbench import fsio
+
 DONE = "done.json"
 
 
@@ -82,5 +84,5 @@ def evaluate_cell(
     tmp = out_dir / (DONE + ".tmp")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    os.replace(tmp, out_dir / DONE)
+    fsio.replace(tmp, out_dir / DONE)
     return summary

@@ -77,32 +77,17 @@ def staged_checkpoint_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def recover_staged_checkpoint(out: Path) -> None:
     """Undo what a killed :func:`staged_checkpoint_dir` left next to ``out``."""
     if not out.parent.is_dir():
         return
-    olds = sorted(out.parent.glob(f".{out.name}.old-*"))
+    olds = sorted(out.parent.glob(f".{fsio.glob_escape(out.name)}.old-*"))
     if olds and not out.exists():
         fsio.replace(olds[-1], out)  # killed between moving the old one aside and the new one in
         olds = olds[:-1]
     for old in olds:
         fsio.remove_tree(old)
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
-            fsio.remove_tree(tmp)
+    fsio.remove_dead_siblings(out)
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> Path:

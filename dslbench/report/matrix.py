@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any, Callable
 
 import yaml
 
+from dslbench import fsio
 from dslbench.report.load import CELL_INFO
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -287,21 +287,17 @@ def _run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc
     partial = cell.dir.parent / f".{cell.dir.name}.partial"
     old = cell.dir.parent / f".{cell.dir.name}.old"
     for p in (partial, old):
-        if p.exists():
-            shutil.rmtree(p)
+        fsio.remove_tree(p)
     partial.mkdir(parents=True)
-    tmp = partial / f".{CELL_INFO}.tmp"
-    tmp.write_text(json.dumps(desc, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, partial / CELL_INFO)
+    fsio.write_text_atomic(json.dumps(desc, indent=1, sort_keys=True), partial / CELL_INFO)
     evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=config.limit, seed=config.seed,
              batch_size=config.batch_size, force=True)
     if not (partial / DONE).is_file():
         raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
     if cell.dir.exists():
-        os.replace(cell.dir, old)
-    os.replace(partial, cell.dir)
-    if old.exists():
-        shutil.rmtree(old)
+        fsio.replace(cell.dir, old)
+    fsio.replace(partial, cell.dir)
+    fsio.remove_tree(old)
 
 
 def run_matrix(
