@@ -34,6 +34,7 @@ def _in_child(fn, **env: str) -> int:
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
+            torch.set_num_threads(1)  # the parent's thread pool does not survive a fork
             os.environ.update(env)
             fn()
             code = 0
@@ -53,9 +54,12 @@ def _trace(fn, tmp_path: Path) -> list[tuple[int, str, str]]:
     path = tmp_path / f"trace-{len(list(tmp_path.glob('trace-*')))}.tsv"
     os.environ[fsio.TRACE_ENV] = str(path)
     fsio._counter.update(pid=-1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the forked runs: the same sums in the same order, the same bytes
     try:
         fn()
     finally:
+        torch.set_num_threads(threads)
         del os.environ[fsio.TRACE_ENV]
     rows = [line.split("\t") for line in path.read_text().splitlines()]
     return [(int(n), kind, p) for n, kind, p in rows]

@@ -9,7 +9,8 @@ Output directory (``--out``)::
                                   objective's modules, optimizer, scheduler, RNG states of every
                                   process) + ``trainer_state.json`` (step, data position, tokens)
     OUT/checkpoints/latest        name of the newest complete resume state
-    OUT/config.json, model.safetensors, tokenizer files, adapt_config.json (+ dsl_config.json)
+    OUT/config.json, model-0000i-of-0000N.safetensors + model.safetensors.index.json, tokenizer
+                                  files, adapt_config.json (+ dsl_config.json)
                                   the final checkpoint in the evaluation layout, written last
 
 Atomicity (every file operation goes through :mod:`dslbench.fsio`, whose crash points the test
