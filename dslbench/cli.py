@@ -7,9 +7,14 @@ import sys
 
 
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    from dslbench.errors import describe_os_error
     from dslbench.models.tiny import make_tiny
 
-    path = make_tiny(args.out, seed=args.seed, family=args.family)
+    try:
+        path = make_tiny(args.out, seed=args.seed, family=args.family)
+    except OSError as err:
+        print(f"dslbench make-tiny: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     print(f"wrote tiny {args.family} checkpoint to {path}")
     return 0
 
@@ -143,6 +148,7 @@ def _cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     """``dslbench adapt``: errors in the arguments, the data or the output directory exit with 2."""
+    from dslbench.errors import describe_os_error
     from dslbench.models.loading import CheckpointFetchError
     from dslbench.training.data import DataSpecError
     from dslbench.training.loop import AdaptConfig, AdaptError, run_adapt
@@ -154,8 +160,11 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     cfg = AdaptConfig(**values, objective_options=options)
     try:
         result = run_adapt(cfg)
-    except (ValueError, DataSpecError, ObjectiveError, AdaptError, FileNotFoundError, CheckpointFetchError) as err:
+    except (ValueError, DataSpecError, ObjectiveError, AdaptError, CheckpointFetchError) as err:
         print(f"dslbench adapt: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # permission denied, disk full, a missing path: one line, no traceback
+        print(f"dslbench adapt: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     if result.already_done:
         return 0

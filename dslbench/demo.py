@@ -116,7 +116,8 @@ def _adapt(base: Path, out: Path, objective: str, steps: int, lr: float, warmup:
 
 
 def _cached(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    weights = ("model.safetensors", "model.safetensors.index.json")  # older caches, or the indexed layout
+    return (path / "config.json").is_file() and any((path / name).is_file() for name in weights)
 
 
 def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dslbench.models.saving import read_weights
 from dslbench.training.loop import (
     AdaptConfig,
     NonFiniteLossError,
@@ -47,7 +48,7 @@ def _cfg(base, out, objective="mdm", data=None, **kw) -> AdaptConfig:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(path) / "model.safetensors"))
+    return read_weights(path)
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -190,6 +191,31 @@ def test_out_dir_rules(tiny_ckpt, pairs_file, tmp_path):
         run_adapt(_cfg(tiny_ckpt, out, "mdm", pairs_file, max_steps=2))
     with pytest.raises(OutDirError, match="batch_size: run has 4, now 2"):
         run_adapt(_cfg(tiny_ckpt, out, "mdm", pairs_file, max_steps=3, batch_size=2, resume=True))
+
+
+def test_data_failing_after_the_run_file_does_not_lock_the_folder(tiny_ckpt, pairs_file, tmp_path, monkeypatch):
+    """#21.7: a streamed dataset fails at its first batch, after adapt_run.json is written; that
+    run wrote no resume state, so a new run (or a resume with other settings) starts afresh."""
+    from dslbench.training.data import DataSpecError, StreamData
+
+    def offline(self, k, rank=0, world=1):
+        raise DataSpecError("--data hf:nobody/nothing: could not stream it from the Hugging Face Hub (offline)")
+
+    monkeypatch.setattr(StreamData, "micro_batch", offline)
+    out = tmp_path / "run"
+    with pytest.raises(DataSpecError):
+        run_adapt(_cfg(tiny_ckpt, out, "mdm", "hf:nobody/nothing", max_steps=2))
+    assert (out / "adapt_run.json").is_file() and latest_checkpoint(out) is None
+    run_adapt(_cfg(tiny_ckpt, out, "mdm", pairs_file, max_steps=2, save_every=1))  # no --resume needed
+    assert json.loads((out / "adapt_run.json").read_text())["data"] == str(pairs_file)
+    # a run killed after its first resume state is continued, not restarted, and its log is cut
+    # back to that state: each step is logged exactly once
+    with (out / "adapt_log.jsonl").open("a") as f:  # as if killed in step 4, after logging step 3
+        f.write('{"step": 3, "loss": 1.0}\n{"step": 4, "lo')
+    run_adapt(_cfg(tiny_ckpt, out, "mdm", pairs_file, max_steps=4, save_every=1, resume=True))
+    rows = [json.loads(line) for line in (out / "adapt_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if r.get("event") == "resume"] == [2]
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_ckpt, pairs_file, tmp_path, monkeypatch):

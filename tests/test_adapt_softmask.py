@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from dslbench.diffusion.softmask import SoftMaskParams, blend_inputs, read_softmask
+from dslbench.models.saving import read_weights
 from dslbench.training.data import TokenIds, collate_pairs, encode_pairs
 from dslbench.training.loop import AdaptConfig, latest_checkpoint, run_adapt
 from dslbench.training.objectives import (
@@ -236,8 +237,8 @@ def test_scalars_move_and_the_checkpoint_loads_in_softmask_llada(tiny_ckpt, tmp_
     for name in ("raw_scale", "raw_centre", "raw_steepness"):
         assert abs(float(getattr(ckpt.params, name).detach()) - float(getattr(init, name).detach())) > 1e-4, name
     # The backbone trained too, and the resume state carries the scalars.
-    base = load_file(str(Path(tiny_ckpt) / "model.safetensors"))
-    final = load_file(str(out / "model.safetensors"))
+    base = read_weights(tiny_ckpt)
+    final = read_weights(out)
     q = "model.transformer.blocks.0.q_proj.weight"
     assert not torch.equal(base[q], final[q])
     state = load_file(str(latest_checkpoint(out) / "model.safetensors"))
@@ -263,7 +264,7 @@ def test_resume_is_exact(tiny_ckpt, tmp_path):
     run_adapt(_cfg(tiny_ckpt, out, max_steps=5, objective_options=opts))
     res = run_adapt(_cfg(tiny_ckpt, out, max_steps=10, resume=True, objective_options=opts))
     assert res.resumed_from == 5 and res.losses == ref.losses[5:]
-    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    a, b = read_weights(tmp_path / "ref"), read_weights(out)
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert _raw(tmp_path / "ref") == _raw(out)
     five = load_file(str(out / "checkpoints" / "step-00000005" / "model.safetensors"))

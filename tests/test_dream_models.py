@@ -15,6 +15,7 @@ import torch
 from dslbench.diffusion.denoiser import ModelDenoiser
 from dslbench.harness.stats import split_stats
 from dslbench.models.loading import CheckpointFormatError, load_model
+from dslbench.models.saving import read_weights
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -32,7 +33,6 @@ def dream(dream_ckpt):
 
 
 def test_checkpoint_layout_is_dreams(dream_ckpt, dream):
-    from safetensors import safe_open
 
     from dslbench.models.tokenizer import MASK_TOKEN, token_id
 
@@ -40,8 +40,7 @@ def test_checkpoint_layout_is_dreams(dream_ckpt, dream):
     assert raw["model_type"] == "Dream" and raw["architectures"] == ["DreamModel"]
     for field in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "rope_theta", "rms_norm_eps"):
         assert field in raw
-    with safe_open(str(dream_ckpt / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
+    keys = set(read_weights(dream_ckpt))
     n = raw["num_hidden_layers"]
     expected = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
     for i in range(n):
@@ -70,8 +69,13 @@ def test_mask_id_defaults_to_dreams(tmp_path, dream_ckpt):
     raw = json.loads((ckpt / "config.json").read_text())
     del raw["mask_token_id"]
     (ckpt / "config.json").write_text(json.dumps(raw))
-    _, _, info = load_model(ckpt, device="cpu")
-    assert info.mask_id == 151666
+    # Dream-7B's mask id is the default only where it is a token of the model (#21.6): on the
+    # 806-token tiny vocabulary it is refused, naming the file, instead of failing later.
+    with pytest.raises(CheckpointFormatError, match=r"no-mask-id/config.json: mask_token_id=151666 \(the Dream default"):
+        load_model(ckpt, device="cpu")
+    from dslbench.models.dream import validated_dream_config
+
+    assert validated_dream_config({**raw, "vocab_size": 152064}).mask_token_id == 151666
 
 
 def _logits(model, ids, mask=None):
@@ -139,13 +143,15 @@ def test_logits_from_on_the_shifted_seam_keeps_one_extra_output(dream):
 
 
 def test_wrong_weights_fail_loudly(tmp_path, dream_ckpt):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     ckpt = tmp_path / "broken"
     shutil.copytree(dream_ckpt, ckpt)
-    state = load_file(str(ckpt / "model.safetensors"))
+    state = read_weights(ckpt)
     del state["model.layers.0.self_attn.q_proj.bias"]
     state["model.transformer.wte.weight"] = state["model.embed_tokens.weight"].clone()
+    for shard in ckpt.glob("model*.safetensors*"):  # rewritten as one unindexed file (also a valid layout)
+        shard.unlink()
     save_file(state, str(ckpt / "model.safetensors"))
     with pytest.raises(CheckpointFormatError, match="q_proj.bias.*unexpected keys: model.transformer.wte.weight"):
         load_model(ckpt, device="cpu")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from dslbench.harness.dsl_backend import DSLLLaDA
 from dslbench.harness.mdm_backend import MDMLLaDA
 from dslbench.harness.stats import split_stats
 from dslbench.models.dsl_checkpoint import DSL_KEYS, load_dsl_checkpoint, save_dsl_checkpoint
 from dslbench.models.loading import CheckpointFormatError
+from dslbench.models.saving import read_weights
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -57,11 +57,10 @@ def backend(dsl_ckpt):
 def test_checkpoint_holds_backbone_and_published_dsl_keys_side_by_side(dsl_ckpt, dsl_parts):
     model, dsl, _, info = dsl_parts
     names = {p.name for p in dsl_ckpt.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "dsl_config.json"} <= names
-    with safe_open(str(dsl_ckpt / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-    assert keys == set(model.state_dict()) | set(DSL_KEYS)
-    tensors = load_file(str(dsl_ckpt / "model.safetensors"))
+    assert {"config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json", "tokenizer.json",
+            "dsl_config.json"} <= names
+    tensors = read_weights(dsl_ckpt)
+    assert set(tensors) == set(model.state_dict()) | set(DSL_KEYS)
     v, d = info.vocab_size, 16
     assert tensors["noise_embed.weight"].shape == (v, d)
     assert tensors["converter.logit_bias"].shape == (v + 1,)
@@ -89,8 +88,10 @@ def _published_copy(dsl_ckpt: Path, dst: Path, mutate) -> Path:
     """The same weights laid out like a released DSL-LLaDA checkpoint (no dsl_config.json)."""
     shutil.copytree(dsl_ckpt, dst)
     (dst / "dsl_config.json").unlink()
-    tensors = load_file(str(dst / "model.safetensors"))
+    tensors = read_weights(dst)
     mutate(tensors)
+    for shard in dst.glob("model*.safetensors*"):
+        shard.unlink()
     save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from dslbench.models.loading import load_llada
+from dslbench.models.saving import read_weights
 from dslbench.models.tiny import make_tiny, save_checkpoint
 from dslbench.models.tokenizer import SPECIAL_TOKENS
 
@@ -30,7 +30,8 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 def test_files_written(tiny_dir):
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json", "tokenizer.json",
+                 "tokenizer_config.json"):
         assert (tiny_dir / name).is_file(), name
     leftovers = [p.name for p in tiny_dir.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # no temporary siblings left behind
@@ -39,7 +40,7 @@ def test_files_written(tiny_dir):
     for field in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "rope_theta",
                   "rms_norm_eps", "mask_token_id", "eos_token_id", "pad_token_id", "block_type", "weight_tying"):
         assert field in raw, field
-    keys = set(load_file(str(tiny_dir / "model.safetensors")))
+    keys = set(read_weights(tiny_dir))
     assert "model.transformer.wte.weight" in keys and "model.transformer.ff_out.weight" in keys
     assert "model.transformer.blocks.1.up_proj.weight" in keys
 
@@ -83,21 +84,21 @@ def test_chat_template_renders_llada_format(tiny_dir):
 
 def test_same_seed_same_checkpoint(tiny_dir, tmp_path):
     again = make_tiny(tmp_path / "again", seed=0)
-    first, second = load_file(str(tiny_dir / "model.safetensors")), load_file(str(again / "model.safetensors"))
+    first, second = read_weights(tiny_dir), read_weights(again)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert (tiny_dir / "tokenizer.json").read_bytes() == (again / "tokenizer.json").read_bytes()
 
-    other = load_file(str(make_tiny(tmp_path / "other", seed=1) / "model.safetensors"))
+    other = read_weights(make_tiny(tmp_path / "other", seed=1))
     assert not torch.equal(first["model.transformer.wte.weight"], other["model.transformer.wte.weight"])
 
 
 def test_rewrite_replaces_checkpoint_and_refuses_foreign_dirs(tmp_path):
     texts = [f"sentence number {i} about the river and the council" for i in range(300)]
     out = make_tiny(tmp_path / "ckpt", seed=0, texts=texts)
-    before = load_file(str(out / "model.safetensors"))["model.transformer.wte.weight"]
+    before = read_weights(out)["model.transformer.wte.weight"]
     make_tiny(out, seed=5, texts=texts)  # an existing checkpoint is replaced in place
-    after = load_file(str(out / "model.safetensors"))["model.transformer.wte.weight"]
+    after = read_weights(out)["model.transformer.wte.weight"]
     assert not torch.equal(before, after)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 

@@ -21,6 +21,8 @@ import zlib
 from pathlib import Path
 from typing import Iterable
 
+from dslbench import fsio
+
 FIRST = ["alice", "bruno", "chen", "dara", "emil", "farah", "goran", "hana", "ivan", "jade",
          "kofi", "lena", "marco", "nadia", "omar", "petra", "quinn", "rosa", "sami", "tomas",
          "uma", "vera", "wen", "yusuf"]
@@ -118,5 +120,5 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     with open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    fsio.replace(tmp, path)
     return path

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dslbench import fsio
 from dslbench.diffusion.denoiser import Denoiser
 
 SOFTMASK_WEIGHTS_FILE = "softmask.safetensors"
@@ -259,17 +260,16 @@ def save_softmask(params: SoftMaskParams, out_dir: str | os.PathLike, k: int | N
     if k is not None:
         metadata["k"] = str(int(k))
     tmp = out / f".{SOFTMASK_WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, out / SOFTMASK_WEIGHTS_FILE)
+    with fsio.written_file(tmp):
+        save_file(tensors, str(tmp), metadata=metadata)
+    fsio.replace(tmp, out / SOFTMASK_WEIGHTS_FILE)
     readable = {
         "format": SOFTMASK_FORMAT,
         "k": None if k is None else int(k),
         **params.values(),
         **{name: float(getattr(params, name).detach()) for name in PARAM_NAMES},
     }
-    tmp_json = out / f".{SOFTMASK_CONFIG_FILE}.tmp"
-    tmp_json.write_text(json.dumps(readable, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_json, out / SOFTMASK_CONFIG_FILE)
+    fsio.write_text_atomic(json.dumps(readable, indent=2) + "\n", out / SOFTMASK_CONFIG_FILE)
     return out / SOFTMASK_WEIGHTS_FILE
 
 

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from dslbench import fsio
+
 DONE = "done.json"
 
 
@@ -49,16 +51,9 @@ def check_saved(results_file: Path, samples_files: dict[str, Path], expected: di
 
 
 def write_json_atomic(data, path: Path) -> None:
-    """``data`` as JSON at ``path`` (temp file + rename); a failed write names the file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.filename is None:  # a full disk fails write() with no file name
-            raise type(err)(err.errno, err.strerror or str(err), str(path)) from err
-        raise
+    """``data`` as JSON at ``path`` (temp file + rename, a crash point of :mod:`dslbench.fsio`);
+    a failed write names the file."""
+    fsio.write_text_atomic(json.dumps(data, indent=1, sort_keys=True), path)
 
 
 def cell_done(out_dir: str | os.PathLike) -> dict | None:

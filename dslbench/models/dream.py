@@ -31,7 +31,6 @@ shifts the logits at the seam (``ModelInfo.shift_logits=True``), so samplers see
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,33 @@ def dream_qwen2_config(raw: dict[str, Any]):
     config.is_causal = False
     config.use_cache = False
     config._attn_implementation = "sdpa"
+    return config
+
+
+DREAM_REQUIRED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def validated_dream_config(raw: dict[str, Any], source: Any = "config.json"):
+    """``dream_qwen2_config`` after checking that the sizes are given (Qwen2's defaults are not a
+    Dream model) and that the token ids index the vocabulary; errors name ``source``."""
+    missing = [k for k in DREAM_REQUIRED_FIELDS if raw.get(k) is None]
+    if missing:
+        raise CheckpointFormatError(f"{source}: missing required field(s) {', '.join(missing)}")
+    for key in DREAM_REQUIRED_FIELDS:
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointFormatError(f"{source}: {key}={value!r} must be a positive integer")
+    try:
+        config = dream_qwen2_config(raw)
+    except CheckpointFormatError as err:
+        raise CheckpointFormatError(f"{source}: {err}") from err
+    vocab = int(raw["vocab_size"])
+    for key in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
+        value = getattr(config, key, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < vocab):
+                shown = f"{key}={v!r}" + (" (the Dream default, as config.json sets none)" if key == "mask_token_id" and raw.get(key) is None else "")
+                raise CheckpointFormatError(f"{source}: {shown} is not a token id of the model: allowed 0..{vocab - 1}")
     return config
 
 
@@ -243,7 +269,7 @@ def load_dream_dir(directory: Path, dtype: torch.dtype, device: torch.device):
     raw = read_config_json(directory)
     if str(raw.get("model_type", "")).lower() != "dream":
         raise CheckpointFormatError(f"{directory}/config.json has model_type={raw.get('model_type')!r}, expected 'Dream'")
-    config = dream_qwen2_config(raw)
+    config = validated_dream_config(raw, directory / "config.json")
     model = build_dream_model(config, checkpoint_weight_files(directory), dtype, device)
     tokenizer = load_dream_tokenizer(directory, config)
     info = _dream_info(config, tokenizer, directory)
@@ -323,24 +349,31 @@ def build_tiny_dream(tokenizer, seed: int = 0, **config_overrides: Any):
 
 
 def save_dream_checkpoint(model, raw_config: dict[str, Any], tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Write a Dream-format directory (config.json, model.safetensors, tokenizer files) atomically."""
-    from safetensors.torch import save_file
-
+    """Write a Dream-format directory (config.json, safetensors shards + index, tokenizer files) atomically."""
+    from dslbench.models.saving import write_config_json, write_weights
     from dslbench.models.tiny import staged_checkpoint_dir
 
     out = Path(out_dir).expanduser().resolve()
     with staged_checkpoint_dir(out) as tmp:
         config = dict(raw_config)
         config["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
-        with (tmp / "config.json").open("w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
+        config["auto_map"] = _hub_auto_map(config.get("auto_map"))
+        write_config_json(config, tmp / "config.json")
         keys = dream_state_dict_keys(model.config)
         full = model.state_dict()
-        state = {k: full[k].detach().to("cpu").contiguous().clone() for k in keys}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_weights({k: full[k].detach().to("cpu").contiguous().clone() for k in keys}, tmp)
         tokenizer.save_pretrained(str(tmp))
     return out
+
+
+DREAM_CODE_REPO = "Dream-org/Dream-v0-Instruct-7B"
+
+
+def _hub_auto_map(auto_map: dict[str, str] | None) -> dict[str, str]:
+    """auto_map entries that name local code files point at the published repository instead
+    (the code is not shipped with a checkpoint written here)."""
+    auto_map = dict(auto_map or {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"})
+    return {k: v if "--" in v else f"{DREAM_CODE_REPO}--{v}" for k, v in auto_map.items()}
 
 
 def make_tiny_dream(out: str | os.PathLike, tokenizer, seed: int = 0) -> Path:

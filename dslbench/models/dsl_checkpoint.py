@@ -3,8 +3,9 @@
 Layout written by :func:`save_dsl_checkpoint` (one directory, written atomically):
 
 - ``config.json``: the LLaDA config (same as any LLaDA-format checkpoint);
-- ``model.safetensors``: the backbone keys (``model.transformer.*``) **and** the DSL keys of the
-  published DSL-LLaDA release in the same file: ``noise_embed.weight`` (V x d),
+- ``model-0000i-of-0000N.safetensors`` + ``model.safetensors.index.json`` (always indexed, also
+  for one shard; :mod:`dslbench.models.saving`): the backbone keys (``model.transformer.*``)
+  **and** the DSL keys of the published DSL-LLaDA release in the same shards: ``noise_embed.weight`` (V x d),
   ``converter.logit_bias`` (V+1), ``converter.backbone_embedding.weight`` (D x (V+1)),
   ``converter.backbone_embedding.bias`` (D), ``converter.beta`` (0-dim). The DSL tensors are
   stored in float32 whatever the backbone dtype (the converter runs in float32);
@@ -37,7 +38,6 @@ other unknown non-backbone key. Loading a hub id downloads ``dsl_config.json`` t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -50,8 +50,11 @@ from dslbench.models.loading import (
     CheckpointFetchError,
     CheckpointFormatError,
     checkpoint_weight_files,
+    llada_config_from_dir,
     load_tokenizer,
+    open_safetensors,
     read_config_json,
+    read_json_file,
     resolve_device,
     resolve_dtype,
 )
@@ -95,8 +98,7 @@ def save_dsl_checkpoint(model, dsl, tokenizer, out_dir: str | os.PathLike, dsl_c
     filled from ``dsl`` and override what was passed, except that a passed ``beta_train`` that
     differs from the learned beta is kept as ``beta_init`` when no ``beta_init`` is given.
     """
-    from safetensors.torch import save_file
-
+    from dslbench.models.saving import llada_config_json, write_config_json, write_weights
     from dslbench.models.tiny import staged_checkpoint_dir
 
     dsl_config = dict(dsl_config or {})
@@ -136,19 +138,11 @@ def save_dsl_checkpoint(model, dsl, tokenizer, out_dir: str | os.PathLike, dsl_c
 
     out = Path(out_dir).expanduser().resolve()
     with staged_checkpoint_dir(out) as tmp:
-        config_dict = model.config.to_llada_dict()
-        config_dict["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
-        _write_json(tmp / "config.json", config_dict)
-        save_file({**backbone, **extra}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_config_json(llada_config_json(model), tmp / "config.json")
+        write_weights({**backbone, **extra}, tmp)
         tokenizer.save_pretrained(str(tmp))
-        _write_json(tmp / DSL_CONFIG_FILE, config_out)
+        write_config_json(config_out, tmp / DSL_CONFIG_FILE)
     return out
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,25 +183,21 @@ def is_dsl_checkpoint(pretrained: str | os.PathLike) -> bool:
 
 
 def _file_keys(files: list[Path]) -> dict[str, Path]:
-    from safetensors import safe_open
-
     keys: dict[str, Path] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as f:
+        with open_safetensors(file) as f:
             for key in f.keys():
                 keys[key] = file
     return keys
 
 
 def _read_tensors(keys: dict[str, Path], wanted: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
     by_file: dict[Path, list[str]] = {}
     for key in wanted:
         by_file.setdefault(keys[key], []).append(key)
     out = {}
     for file, names in by_file.items():
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
+        with open_safetensors(file, device) as f:
             for name in names:
                 out[name] = f.get_tensor(name)
     return out
@@ -222,7 +212,6 @@ def load_dsl_checkpoint(pretrained: str | os.PathLike, dtype: str = "auto", devi
     """
     from dslbench.diffusion.dsl import DSLModules
     from dslbench.models.llada import LLaDAModelLM
-    from dslbench.models.llada_config import LLaDAConfig
     from dslbench.models.loading import _describe, _llada_info
 
     dev = resolve_device(device)
@@ -233,11 +222,12 @@ def load_dsl_checkpoint(pretrained: str | os.PathLike, dtype: str = "auto", devi
         raise CheckpointFormatError(
             f"{directory}: DSL checkpoints are LLaDA-format (model_type 'llada'); got model_type={raw.get('model_type')!r}"
         )
-    config = LLaDAConfig.from_dict(raw)
+    config = llada_config_from_dir(directory)
     stored_config: dict[str, Any] = {}
     if (directory / DSL_CONFIG_FILE).is_file():
-        with (directory / DSL_CONFIG_FILE).open(encoding="utf-8") as f:
-            stored_config = json.load(f)
+        stored_config = read_json_file(directory / DSL_CONFIG_FILE, DSL_CONFIG_FILE)
+        if not isinstance(stored_config, dict):
+            raise CheckpointFormatError(f"{directory / DSL_CONFIG_FILE}: expected a JSON object")
         if stored_config.get("objective", "dsl") != "dsl":
             raise CheckpointFormatError(
                 f"{directory}/{DSL_CONFIG_FILE} says objective={stored_config.get('objective')!r}, not 'dsl'"

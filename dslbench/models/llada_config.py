@@ -120,8 +120,8 @@ class LLaDAConfig(PretrainedConfig):
     weight_tying: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
-        # auto_map names remote code files; this package never runs them, and a re-saved config
-        # must not point at files that are not next to it.
+        # auto_map names remote code; this package never runs it (the writers in
+        # dslbench.models.saving put back an auto_map that points at the published repository).
         kwargs.pop("auto_map", None)
         super().__post_init__(**kwargs)
         self._check_supported()
@@ -172,6 +172,46 @@ class LLaDAConfig(PretrainedConfig):
         out: dict[str, Any] = {"architectures": ["LLaDAModelLM"], "model_type": self.model_type}
         out.update({name: getattr(self, name) for name in LLADA_FIELDS})
         return dict(sorted(out.items()))
+
+
+# Fields a config.json must set: the class defaults are the 8B values, so a missing size or
+# token id would silently build the wrong network (a missing mask_token_id became 126336 on an
+# 806-token vocabulary).
+REQUIRED_FIELDS: tuple[str, ...] = ("d_model", "n_heads", "n_layers", "vocab_size", "mask_token_id", "eos_token_id")
+
+
+def llada_config_from_dict(raw: dict[str, Any], source: Any = "config.json") -> LLaDAConfig:
+    """A validated LLaDAConfig from a config.json dict; every error names ``source``.
+
+    Required fields must be present (``mlp_hidden_size`` or ``mlp_ratio`` as well), sizes must be
+    positive integers and every token id must index a row of the embedding table.
+    """
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"{source}: {msg}")
+
+    missing = [k for k in REQUIRED_FIELDS if raw.get(k) is None]
+    if raw.get("mlp_hidden_size") is None and raw.get("mlp_ratio") is None:
+        missing.append("mlp_hidden_size (or mlp_ratio)")
+    if missing:
+        raise fail(f"missing required field(s) {', '.join(missing)} (the 8B defaults are not assumed)")
+    for key in ("d_model", "n_heads", "n_layers", "vocab_size", "embedding_size", "n_kv_heads",
+                "mlp_hidden_size", "mlp_ratio", "max_sequence_length"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise fail(f"{key}={value!r} must be a positive integer")
+    try:
+        config = LLaDAConfig.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise fail(str(err)) from err
+    rows = config.padded_vocab_size
+    for key in ("mask_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(config, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < rows:
+            raise fail(f"{key}={value!r} is not a token id of the model: allowed 0..{rows - 1} "
+                       f"(embedding_size / vocab_size {rows})")
+    return config
 
 
 def llada_8b_config(**overrides: Any) -> LLaDAConfig:

@@ -9,12 +9,14 @@ randomly initialised tensors.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -124,13 +126,30 @@ def resolve_checkpoint_dir(pretrained: str | os.PathLike, cache_dir: str | None 
     """A local directory as-is; anything else is treated as a hub id and fetched with snapshot_download."""
     path = Path(pretrained).expanduser()
     if path.is_dir():
+        check_readable_dir(path)
         return path
     text = str(pretrained)
     if path.exists():
         raise CheckpointFormatError(f"{text!r} is a file; pass the checkpoint directory that holds config.json")
+    _raise_if_unreachable(path)
     if _looks_like_path(text):
         raise FileNotFoundError(f"checkpoint directory {text!r} does not exist")
     return _download_from_hub(text, cache_dir)
+
+
+def _raise_if_unreachable(path: Path) -> None:
+    """A path that "does not exist" only because a parent folder is not searchable: say so."""
+    try:
+        os.stat(path)
+    except PermissionError as err:
+        raise PermissionError(errno.EACCES, "permission denied", str(path)) from err
+    except OSError:
+        return
+
+
+def check_readable_dir(path: Path) -> None:
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "permission denied (the checkpoint folder is not readable)", str(path))
 
 
 def _download_from_hub(repo_id: str, cache_dir: str | None) -> Path:
@@ -148,12 +167,39 @@ def _download_from_hub(repo_id: str, cache_dir: str | None) -> Path:
         ) from err
 
 
+def read_json_file(path: Path, what: str = "JSON file") -> Any:
+    """Parse ``path``; invalid JSON raises CheckpointFormatError naming the file, line and column
+    (permission errors stay OSError, reported as such)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise CheckpointFormatError(f"{path}: not a valid {what} ({err.msg} at line {err.lineno}, column {err.colno})") from err
+    except UnicodeDecodeError as err:
+        raise CheckpointFormatError(f"{path}: not a valid {what} (not UTF-8 text: {err.reason})") from err
+
+
 def read_config_json(directory: Path) -> dict[str, Any]:
     config_path = directory / "config.json"
     if not config_path.is_file():
+        _raise_if_unreachable(config_path)
         raise CheckpointFormatError(f"{directory} has no config.json; it is not a checkpoint directory")
-    with config_path.open(encoding="utf-8") as f:
-        return json.load(f)
+    raw = read_json_file(config_path, "config.json")
+    if not isinstance(raw, dict):
+        raise CheckpointFormatError(f"{config_path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def llada_config_from_dir(directory: Path):
+    """The validated :class:`LLaDAConfig` of a LLaDA-format checkpoint directory."""
+    from dslbench.models.llada_config import llada_config_from_dict
+
+    try:
+        return llada_config_from_dict(read_config_json(directory), directory / "config.json")
+    except CheckpointFormatError:
+        raise
+    except ValueError as err:
+        raise CheckpointFormatError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,8 +210,10 @@ def checkpoint_weight_files(directory: Path) -> list[Path]:
     """The safetensors file(s) of a checkpoint: the sharded index wins over a single file."""
     index_path = directory / SAFETENSORS_INDEX_FILE
     if index_path.is_file():
-        with index_path.open(encoding="utf-8") as f:
-            weight_map: dict[str, str] = json.load(f)["weight_map"]
+        index = read_json_file(index_path, "safetensors index")
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointFormatError(f"{index_path}: no \"weight_map\" object of tensor name -> shard file")
         files = [directory / name for name in sorted(set(weight_map.values()))]
         missing = [str(p.name) for p in files if not p.is_file()]
         if missing:
@@ -174,6 +222,7 @@ def checkpoint_weight_files(directory: Path) -> list[Path]:
     single = directory / SAFETENSORS_FILE
     if single.is_file():
         return [single]
+    _raise_if_unreachable(index_path)
     raise CheckpointFormatError(
         f"{directory} has neither {SAFETENSORS_FILE} nor {SAFETENSORS_INDEX_FILE} "
         "(only safetensors checkpoints are supported)"
@@ -185,6 +234,21 @@ def _describe(keys: list[str], limit: int = 5) -> str:
     return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+@contextmanager
+def open_safetensors(file: Path, device: str | torch.device = "cpu") -> Iterator[Any]:
+    """``safe_open`` whose errors name the file (a truncated or corrupt file raises
+    CheckpointFormatError; permission errors stay OSError)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device=str(device)) as f:
+            yield f
+    except SafetensorError as err:
+        raise CheckpointFormatError(
+            f"{file}: not a readable safetensors file ({err}); the file is truncated or corrupt, rewrite or re-download it"
+        ) from err
+
+
 def read_state_strict(
     expected: dict[str, torch.Size], files: list[Path], dtype: torch.dtype, device: torch.device,
     optional: frozenset[str] = frozenset(), what: str = "checkpoint weights",
@@ -194,11 +258,9 @@ def read_state_strict(
     Missing (unless ``optional``), unexpected or wrongly shaped tensors raise
     CheckpointFormatError naming them.
     """
-    from safetensors import safe_open
-
     file_keys: dict[str, Path] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as f:
+        with open_safetensors(file) as f:
             for key in f.keys():
                 file_keys[key] = file
     missing = [k for k in expected if k not in file_keys and k not in optional]
@@ -213,7 +275,7 @@ def read_state_strict(
 
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
+        with open_safetensors(file, device) as f:
             for key in f.keys():
                 tensor = f.get_tensor(key)
                 if tensor.shape != expected[key]:
@@ -240,10 +302,8 @@ def load_weights_strict(
 def load_llada_dir(directory: Path, dtype: torch.dtype, device: torch.device):
     """(model, tokenizer, info) for a local LLaDA-format checkpoint directory."""
     from dslbench.models.llada import LLaDAModelLM
-    from dslbench.models.llada_config import LLaDAConfig
 
-    raw = read_config_json(directory)
-    config = LLaDAConfig.from_dict(raw)
+    config = llada_config_from_dir(directory)
     model = build_model_with_weights(LLaDAModelLM, config, checkpoint_weight_files(directory), dtype, device)
     tokenizer = load_tokenizer(directory, config)
     info = _llada_info(config, tokenizer, directory)
@@ -253,12 +313,11 @@ def load_llada_dir(directory: Path, dtype: torch.dtype, device: torch.device):
 def load_llada_model(pretrained: str | os.PathLike, dtype: str = "auto", device: str = "auto"):
     """Only the network of a LLaDA-format checkpoint (no tokenizer files needed)."""
     from dslbench.models.llada import LLaDAModelLM
-    from dslbench.models.llada_config import LLaDAConfig
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     directory = resolve_checkpoint_dir(pretrained)
-    config = LLaDAConfig.from_dict(read_config_json(directory))
+    config = llada_config_from_dir(directory)
     return build_model_with_weights(LLaDAModelLM, config, checkpoint_weight_files(directory), torch_dtype, dev)
 
 
@@ -279,9 +338,16 @@ def load_tokenizer(directory: Path, config=None):
     """
     from transformers import AutoTokenizer
 
-    if not (directory / "tokenizer.json").is_file():
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        _raise_if_unreachable(path)
         raise CheckpointFormatError(f"{directory} has no tokenizer.json (a fast tokenizer is required)")
-    return AutoTokenizer.from_pretrained(str(directory), config=config)
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), config=config)
+    except OSError:
+        raise
+    except Exception as err:  # tokenizers raises plain Exceptions on a corrupt file
+        raise CheckpointFormatError(f"{path} (or the tokenizer files beside it) could not be read: {err}") from err
 
 
 def _llada_info(config, tokenizer, directory: Path) -> ModelInfo:

@@ -1,7 +1,7 @@
 """Tiny randomly initialised LLaDA-format checkpoints for tests, CI and the embedded default.
 
 A tiny checkpoint is a real HF-style directory (config.json with the published LLaDA field set,
-model.safetensors in the published key layout, tokenizer files), so every code path that loads
+safetensors shards + index in the published key layout, tokenizer files), so every code path that loads
 LLaDA-8B also runs on it, offline and in seconds.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
+from dslbench import fsio
 from dslbench.models.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
 
 DEFAULT_TOKENIZER_VOCAB = 1024
@@ -58,35 +59,46 @@ def tiny_config(
 @contextmanager
 def staged_checkpoint_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     """A temporary sibling of ``out_dir`` to fill; it replaces ``out_dir`` only when the block ends
-    without an error (else it is deleted), so readers never see a half-written checkpoint."""
+    without an error (else it is deleted), so readers never see a half-written checkpoint.
+
+    Leftovers of a writer that was killed (``.NAME.tmp-PID-*`` of a dead process, ``.NAME.old-*``)
+    are cleaned first; a previous checkpoint moved aside just before a kill is put back."""
     out = Path(out_dir).expanduser().resolve()
+    recover_staged_checkpoint(out)
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp
+        fsio.fix_mode(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Write config.json + model.safetensors + tokenizer files into ``out_dir`` atomically
-    (see :func:`staged_checkpoint_dir`)."""
-    import json
+def recover_staged_checkpoint(out: Path) -> None:
+    """Undo what a killed :func:`staged_checkpoint_dir` left next to ``out``."""
+    if not out.parent.is_dir():
+        return
+    olds = sorted(out.parent.glob(f".{fsio.glob_escape(out.name)}.old-*"))
+    if olds and not out.exists():
+        fsio.replace(olds[-1], out)  # killed between moving the old one aside and the new one in
+        olds = olds[:-1]
+    for old in olds:
+        fsio.remove_tree(old)
+    fsio.remove_dead_siblings(out)
 
-    from safetensors.torch import save_file
+
+def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Write config.json + safetensors shards and index + tokenizer files into ``out_dir``
+    atomically (see :func:`staged_checkpoint_dir` and :mod:`dslbench.models.saving`)."""
+    from dslbench.models.saving import llada_config_json, write_config_json, write_weights
 
     with staged_checkpoint_dir(out_dir) as tmp:
-        config_dict = model.config.to_llada_dict()
-        config_dict["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
-        with (tmp / "config.json").open("w", encoding="utf-8") as f:
-            json.dump(config_dict, f, indent=2)
-            f.write("\n")
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_config_json(llada_config_json(model), tmp / "config.json")
+        write_weights(model.state_dict(), tmp)
         tokenizer.save_pretrained(str(tmp))
     return Path(out_dir).expanduser().resolve()
 
@@ -101,16 +113,16 @@ def _check_replaceable(out: Path) -> None:
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
-        tmp.rename(out)
+        fsio.replace(tmp, out)
         return
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    out.rename(old)
+    fsio.replace(out, old)
     try:
-        tmp.rename(out)
+        fsio.replace(tmp, out)
     except BaseException:
-        old.rename(out)  # put the previous checkpoint back
+        os.replace(old, out)  # put the previous checkpoint back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    fsio.remove_tree(old)
 
 
 def _fallback_corpus(seed: int, n_sentences: int = 3000) -> list[str]:

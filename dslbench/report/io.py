@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dslbench import fsio
+
 FLOAT_FORMAT = "%.4f"
 
 
@@ -14,26 +16,9 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def _named(err: OSError, path: Path) -> OSError:
-    """The error with the file it concerns (a failed ``write`` names none, e.g. a full disk)."""
-    if err.filename is None:
-        return type(err)(err.errno, err.strerror or str(err), str(path))
-    return err
-
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise _named(err, path) from err
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return fsio.write_bytes_atomic(data, path)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
@@ -52,12 +37,14 @@ def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike, float_format: st
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fsio.remove_dead_siblings(path)
     tmp = _tmp(path)
     try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with fsio.written_file(tmp):
+            df.to_parquet(tmp, index=False)
+        fsio.replace(tmp, path)
     except OSError as err:
-        raise _named(err, path) from err
+        raise fsio.named_error(err, path) from err
     finally:
         if tmp.exists():
             tmp.unlink()

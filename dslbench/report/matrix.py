@@ -51,7 +51,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from typing import Any, Callable
 
 import yaml
 
+from dslbench import fsio
 from dslbench.report.load import CELL_INFO
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -382,8 +382,7 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     partial = partial or cell.dir.parent / f".{cell.dir.name}.partial"
     old = cell.dir.parent / f".{cell.dir.name}.old"
     for p in (partial, old):
-        if p.exists():
-            shutil.rmtree(p)
+        fsio.remove_tree(p)
     partial.mkdir(parents=True)
     try:
         write_json_atomic(desc, partial / CELL_INFO)
@@ -397,10 +396,9 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     if install is not None:
         return install(partial, cell.dir)
     if cell.dir.exists():
-        os.replace(cell.dir, old)
-    os.replace(partial, cell.dir)
-    if old.exists():
-        shutil.rmtree(old)
+        fsio.replace(cell.dir, old)
+    fsio.replace(partial, cell.dir)
+    fsio.remove_tree(old)
 
 
 def run_matrix(

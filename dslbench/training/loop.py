@@ -9,15 +9,22 @@ Output directory (``--out``)::
                                   objective's modules, optimizer, scheduler, RNG states of every
                                   process) + ``trainer_state.json`` (step, data position, tokens)
     OUT/checkpoints/latest        name of the newest complete resume state
-    OUT/config.json, model.safetensors, tokenizer files, adapt_config.json (+ dsl_config.json)
+    OUT/config.json, model-0000i-of-0000N.safetensors + model.safetensors.index.json, tokenizer
+                                  files, adapt_config.json (+ dsl_config.json)
                                   the final checkpoint in the evaluation layout, written last
 
-Atomicity: a resume state is written into ``checkpoints/.tmp-step-N`` and renamed into place
-when complete; ``latest`` is replaced with ``os.replace``; older states beyond
-``keep_checkpoints`` are deleted only after that. The final checkpoint is built in a staging
-folder by the objective's own atomic writer (``save_checkpoint`` / ``save_dsl_checkpoint``) and
-moved into ``OUT`` with ``config.json`` removed first and put back last, so OUT is loadable only
-when its weights are complete. A crash at any point leaves the previous resume state intact.
+Atomicity (every file operation goes through :mod:`dslbench.fsio`, whose crash points the test
+suite kills the process at, one by one): a resume state is written into
+``checkpoints/.tmp-step-N`` and renamed into place when complete; ``latest`` is replaced
+atomically; older states beyond ``keep_checkpoints`` are renamed to ``.trash-*`` before they are
+deleted, so a half-deleted state is never taken for a resume state. The final checkpoint is built
+in a staging folder by the objective's own atomic writer (``save_checkpoint`` /
+``save_dsl_checkpoint``) and moved into ``OUT`` with ``config.json`` removed first and put back
+last, so OUT is loadable only when its weights are complete. A crash at any point leaves the
+previous resume state intact; the next run removes what the crash left (temporary files,
+staging folders, trash) and cuts ``adapt_log.jsonl`` back to the resumed step, so the log holds
+each step once. A folder whose run wrote no resume state yet (killed, or its data failed to
+load) holds nothing to continue: a new run, or a resume with other settings, starts it afresh.
 
 Exactness: every random draw of an objective comes from a generator seeded by
 ``(seed, step, micro-step, process)``; the data order is a pure function of the seed and the
@@ -32,13 +39,15 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from dslbench import fsio
+from dslbench.errors import writing
 
 RUN_FILE = "adapt_run.json"
 LOG_FILE = "adapt_log.jsonl"
@@ -47,6 +56,7 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest"
 TRAINER_STATE = "trainer_state.json"
 STAGING = ".final-staging"
+TRASH = ".trash-"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SAVE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -174,9 +184,7 @@ def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.de
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    fsio.write_json_atomic(data, path)
 
 
 def _read_json(path: Path) -> dict:
@@ -206,6 +214,25 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return done[-1] if done else None
 
 
+def _leftovers(out: Path) -> list[Path]:
+    """What a killed run leaves that no run continues from: temporary files, staging folders,
+    half-written resume states and trash."""
+    from dslbench.models.tiny import recover_staged_checkpoint
+
+    if out.is_dir():
+        recover_staged_checkpoint(out / STAGING)  # a final checkpoint moved aside is put back first
+    found = [*out.glob(f".{RUN_FILE}.tmp-*"), *out.glob(f".{LOG_FILE}.tmp-*"), *out.glob(f".{ADAPT_CONFIG_FILE}.tmp-*"),
+             *out.glob(f".{STAGING}*"), out / STAGING]
+    ckpts = out / CKPT_DIR
+    found += [*ckpts.glob(".tmp-*"), *ckpts.glob(f"{TRASH}*"), *ckpts.glob(f".{LATEST}.tmp*")]
+    return [p for p in dict.fromkeys(found) if p.exists() or p.is_symlink()]
+
+
+def _clean_leftovers(out: Path) -> None:
+    for stale in _leftovers(out):
+        fsio.remove_tree(stale)
+
+
 def _inspect_out(out: Path) -> str:
     if not out.exists():
         return "absent"
@@ -213,9 +240,17 @@ def _inspect_out(out: Path) -> str:
         return "file"
     if (out / RUN_FILE).is_file():
         return "run"
-    if not any(out.iterdir()):
-        return "empty"
+    stale = set(_leftovers(out))
+    rest = [p for p in out.iterdir() if p not in stale and not (p.name == CKPT_DIR and p.is_dir()
+            and all(q in stale for q in p.iterdir()))]
+    if not rest:
+        return "empty"  # nothing, or only what a run killed before its first file left
     return "other"
+
+
+def _started(out: Path) -> bool:
+    """True when the run in OUT has something to continue: a resume state or a final checkpoint."""
+    return latest_checkpoint(out) is not None or (out / "config.json").is_file()
 
 
 def _check_out_dir(out: Path, resume: bool) -> str:
@@ -228,6 +263,8 @@ def _check_out_dir(out: Path, resume: bool) -> str:
             f"--out {out} is not empty and holds no dslbench adapt run (it has {', '.join(names)}...); "
             "refusing to write into it: choose a new or empty directory"
         )
+    if state == "run" and not _started(out):
+        return "unstarted"
     if state == "run" and not resume:
         ck = latest_checkpoint(out)
         where = f"a resume state at step {_read_json(ck / TRAINER_STATE)['step']}" if ck else "no resume state yet"
@@ -298,6 +335,8 @@ def run_adapt(
     world = accelerator.num_processes
 
     state = _check_out_dir(out, cfg.resume)
+    if main and state in ("run", "empty", "unstarted"):
+        _clean_leftovers(out)
 
     record = _run_record(cfg, objective.config(), world)
     final_ready = (out / "config.json").is_file() and (out / ADAPT_CONFIG_FILE).is_file()
@@ -326,9 +365,12 @@ def run_adapt(
     resume_from = latest_checkpoint(out) if state == "run" else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in [*out.glob(f"{CKPT_DIR}/.tmp-*"), out / STAGING]:
-            shutil.rmtree(stale, ignore_errors=True)
+        if state == "unstarted":  # nothing to continue: start afresh
+            print(f"dslbench adapt: {out} holds a run that wrote no resume state; starting it afresh")
+            for stale in (out / LOG_FILE, out / CKPT_DIR, out / RUN_FILE):
+                fsio.remove_tree(stale)
         _write_json_atomic(out / RUN_FILE, record)  # (on resume: the settings now in force)
+        _trim_log(out, int(_read_json(resume_from / TRAINER_STATE)["step"]) if resume_from is not None else 0)
     accelerator.wait_for_everyone()
 
     # ---- optimiser and schedule
@@ -347,11 +389,12 @@ def run_adapt(
             ds_cfg["gradient_clipping"] = float(cfg.grad_clip or 0.0)
     module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
 
-    start_step, tokens_seen = 0, 0
+    start_step, tokens_seen, resumed_loss = 0, 0, None
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         tstate = _read_json(resume_from / TRAINER_STATE)
         start_step, tokens_seen = int(tstate["step"]), int(tstate.get("tokens_seen", 0))
+        resumed_loss = tstate.get("loss")
         if main:
             print(f"dslbench adapt: resuming {out} from step {start_step} ({resume_from.name})")
             _append_log(out, {"event": "resume", "step": start_step, "checkpoint": resume_from.name})
@@ -422,7 +465,7 @@ def run_adapt(
                                       **{k: v for k, v in metrics.items()}})
             bar.update(1)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
-                last_ckpt = _save_resume_state(accelerator, out, done, tokens_seen, cfg)
+                last_ckpt = _save_resume_state(accelerator, out, done, tokens_seen, cfg, step_loss)
             if on_step_end is not None:
                 on_step_end(done, step_loss)
     finally:
@@ -431,10 +474,10 @@ def run_adapt(
     # ---- final checkpoint in the evaluation layout
     if start_step < cfg.max_steps or not final_ready:
         _save_final(accelerator, module, unwrapped, objective, tokenizer, info, out, cfg, record, base_dir,
-                    tokens_seen, losses, t_run, tok_run)
+                    tokens_seen, losses or ([resumed_loss] if resumed_loss is not None else []), t_run, tok_run)
     accelerator.wait_for_everyone()
     tps_run = tok_run / t_run if t_run > 0 else None
-    return AdaptResult(out, cfg.max_steps, losses[-1] if losses else None, tps_run, losses,
+    return AdaptResult(out, cfg.max_steps, losses[-1] if losses else resumed_loss, tps_run, losses,
                        resumed_from=start_step if resume_from is not None else None)
 
 
@@ -454,22 +497,44 @@ def _load_base(base: str):
 
 
 def _append_log(out: Path, row: dict) -> None:
-    with (out / LOG_FILE).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True, default=float) + "\n")
+    fsio.append_text(out / LOG_FILE, json.dumps(row, sort_keys=True, default=float) + "\n")
 
 
-def _save_resume_state(accelerator, out: Path, step: int, tokens_seen: int, cfg: AdaptConfig) -> Path:
+def _trim_log(out: Path, step: int) -> None:
+    """Keep the log rows of steps up to ``step`` (the state the run continues from): the steps
+    after it are run, and logged, again. A torn last line (a kill mid-append) is dropped."""
+    path = out / LOG_FILE
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    kept = []
+    for line in text.splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if line.endswith("\n") and isinstance(row, dict) and int(row.get("step", 0)) <= step:
+            kept.append(line)
+    if "".join(kept) != text:
+        fsio.write_text_atomic("".join(kept), path)
+
+
+def _save_resume_state(accelerator, out: Path, step: int, tokens_seen: int, cfg: AdaptConfig,
+                       loss: float | None = None) -> Path:
     ckpts = out / CKPT_DIR
     name = f"step-{step:08d}"
     tmp = ckpts / f".tmp-{name}"
     final = ckpts / name
     if accelerator.is_main_process:
         ckpts.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsio.remove_tree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with writing(tmp):
+        fsio.crash_point("write", tmp)
+        accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        fsio.fix_mode(tmp)
         _write_json_atomic(tmp / TRAINER_STATE, {
             "step": step,
             "micro_batches_consumed": step * cfg.grad_accum,
@@ -477,16 +542,17 @@ def _save_resume_state(accelerator, out: Path, step: int, tokens_seen: int, cfg:
             "tokens_seen": tokens_seen,
             "seed": cfg.seed,
             "world_size": accelerator.num_processes,
+            "loss": loss,
         })
         if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        pointer_tmp = ckpts / f".{LATEST}.tmp"
-        pointer_tmp.write_text(name + "\n", encoding="utf-8")
-        os.replace(pointer_tmp, ckpts / LATEST)
+            fsio.replace(final, ckpts / f"{TRASH}{name}")
+        fsio.replace(tmp, final)
+        fsio.write_text_atomic(name + "\n", ckpts / LATEST)
         keep = sorted(p for p in ckpts.glob("step-*") if p.is_dir())
         for old in keep[: -cfg.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            fsio.replace(old, ckpts / f"{TRASH}{old.name}")  # never half-deleted under its own name
+        for trash in sorted(ckpts.glob(f"{TRASH}*")):
+            fsio.remove_tree(trash)
     accelerator.wait_for_everyone()
     return final
 
@@ -544,8 +610,9 @@ def _save_final(accelerator, module, unwrapped, objective, tokenizer, info, out:
         "world_size": accelerator.num_processes,
     }
     staging = out / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
-    objective.save_final(full, tokenizer, info, staging, summary)
+    fsio.remove_tree(staging)
+    with writing(staging):
+        objective.save_final(full, tokenizer, info, staging, summary)
     _write_json_atomic(staging / ADAPT_CONFIG_FILE, summary)
     _publish(staging, out)
 
@@ -553,15 +620,19 @@ def _save_final(accelerator, module, unwrapped, objective, tokenizer, info, out:
 def _publish(staging: Path, out: Path) -> None:
     """Move a complete checkpoint from ``staging`` into ``out``: config.json (the marker every
     loader needs) is removed first and put back last."""
-    (out / "config.json").unlink(missing_ok=True)
+    fsio.unlink(out / "config.json")
     names = sorted(p.name for p in staging.iterdir() if p.name != "config.json")
+    run_files = {RUN_FILE, LOG_FILE, CKPT_DIR, "config.json", *names}
+    for old in sorted(out.iterdir()):  # files of a previous final checkpoint the new one lacks
+        if old.name not in run_files and not old.name.startswith("."):
+            fsio.remove_tree(old)
     for name in names:
         dest = out / name
         if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        os.replace(staging / name, dest)
-    os.replace(staging / "config.json", out / "config.json")
-    shutil.rmtree(staging, ignore_errors=True)
+            fsio.remove_tree(dest)
+        fsio.replace(staging / name, dest)
+    fsio.replace(staging / "config.json", out / "config.json")
+    fsio.remove_tree(staging)
 
 
 __all__ = ["AdaptConfig", "AdaptResult", "AdaptError", "OutDirError", "NonFiniteLossError", "run_adapt",
