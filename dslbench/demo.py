@@ -48,6 +48,8 @@ class DemoConfig:
     adapt_lr: float = 2e-4
     adapt_warmup: int = 10
     objectives: tuple[str, ...] = ("mdm", "dsl", "softmask")
+    # objective options of the adaptation script per objective (named departures from its defaults)
+    adapt_options: dict = field(default_factory=lambda: {"mdm": {"mdm_loss_weight": "none"}})
     # a tiny DiffusionGemma-format model (transformers' class, same width / depth, MoE 4 experts top-2,
     # canvas = response_len) trained from scratch with --objective uniform for pretrain_steps +
     # adapt_steps steps at the pre-training lr: the same data, batch and steps as base + adaptation.
@@ -139,11 +141,13 @@ def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path
                mdm_loss_weight="none", freeze_head="no")
     paths = {"init": init, "base": base}
     for objective in cfg.objectives:
+        options = dict(cfg.adapt_options.get(objective, {}))
         key = {**base_key, "objective": objective, "steps": cfg.adapt_steps, "lr": cfg.adapt_lr, "warmup": cfg.adapt_warmup}
+        if options:  # a checkpoint trained with other objective options is another checkpoint
+            key["options"] = options
         path = models_dir / f"{objective}-{_digest(key)}"
         if not _cached(path):
             log(f"adapting the base with the {objective} objective: {cfg.adapt_steps} steps ({path.name})")
-            options = {"mdm_loss_weight": "none"} if objective == "mdm" else {}
             _adapt(base, path, objective, cfg.adapt_steps, cfg.adapt_lr, cfg.adapt_warmup, cfg, **options)
         paths[objective] = path
     if cfg.diffusiongemma:
