@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dslbench.harness.stats import split_stats
+from tests.shared_data import SHARED_DATA, needs
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 LIMIT = 5
@@ -31,7 +32,7 @@ def _lm_eval(cmd: list[str], out: Path, ckpt: Path, extra_args: str = "") -> tup
 
 @pytest.fixture(scope="module")
 def single(tiny_ckpt, tmp_path_factory):
-    return _lm_eval(["lm_eval"], tmp_path_factory.mktemp("single") / "out", tiny_ckpt)
+    return _lm_eval([sys.executable, "-m", "lm_eval"], tmp_path_factory.mktemp("single") / "out", tiny_ckpt)
 
 
 def test_plain_lm_eval_reports_rouge_and_measured_nfe(single):
@@ -56,8 +57,9 @@ def test_dslbench_eval_is_the_explicit_equivalent(single, tiny_ckpt, tmp_path):
 @pytest.mark.slow
 def test_two_cpu_processes_give_the_same_per_sample_outputs(single, tiny_ckpt, tmp_path):
     # accelerate's own CPU multi-process launch goes through mpirun; torchrun starts the same
-    # WORLD_SIZE/RANK environment that Accelerator() picks up (gloo on CPU).
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "lm_eval"]
+    # WORLD_SIZE/RANK environment that Accelerator() picks up (gloo on CPU). --standalone takes a
+    # free local port: a fixed one collides with any other run on the machine.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lm_eval"]
     env_cmd = ["env", "ACCELERATE_USE_CPU=1", *cmd]
     results, samples = _lm_eval(env_cmd, tmp_path / "out", tiny_ckpt)
     by_doc = {s["doc_id"]: split_stats(s["resps"][0][0])[0] for s in samples}
@@ -68,14 +70,11 @@ def test_two_cpu_processes_give_the_same_per_sample_outputs(single, tiny_ckpt, t
     assert all(s["nfe"] == 16 for s in samples)
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA} (only in CI / the dev checkout)")
+@needs(SHARED_DATA)
 def test_real_data_summarization_and_repair_in_one_run(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     cmd = [
-        "lm_eval", "--model", "mdm_llada", "--model_args", f"pretrained={tiny_ckpt}",
+        sys.executable, "-m", "lm_eval", "--model", "mdm_llada", "--model_args", f"pretrained={tiny_ckpt}",
         "--tasks", "dsl_summ_xsum_16step,dsl_repair_random_10", "--limit", "5",
         "--log_samples", "--output_path", str(out),
     ]
