@@ -114,10 +114,9 @@ def _outer_site_dirs() -> list[str]:
 @pytest.mark.slow
 def test_wheel_ships_tasks_and_hook_and_uninstall_removes_them(tmp_path):
     wheel_dir = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )
+    # --no-cache-dir everywhere: nothing written outside tmp_path (a read-only home stays untouched)
+    _check([sys.executable, "-m", "pip", "--no-cache-dir", "wheel", "--no-deps", "--no-build-isolation", "-q",
+            "-w", str(wheel_dir), str(ROOT)], {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     (wheel,) = wheel_dir.glob("dslbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "dslbench_lm_eval.pth" in names
