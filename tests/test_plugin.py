@@ -151,7 +151,7 @@ def test_wheel_ships_tasks_and_hook_and_uninstall_removes_them(tmp_path):
         }))
     """, python=py, env=env))
     assert out["hook"], "the wheel's .pth did not install the lm-eval hook at start-up"
-    assert out["ok"] and Path(out["dir"]) == site_dir / "dslbench" / "_tasks", out
+    assert out["ok"] and Path(out["dir"]) == (site_dir / "dslbench" / "_tasks").resolve(), out
 
     outer.unlink()  # uninstall sees the inner venv only
     _check([*pip, "uninstall", "-y", "-q", "dslbench"], env)
