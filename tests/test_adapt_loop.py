@@ -264,7 +264,7 @@ def test_cli_end_to_end_checkpoint_loads_in_lm_eval(tiny_ckpt, tmp_path):
     assert "wrote mdm checkpoint" in proc.stdout
     assert json.loads((out / "adapt_config.json").read_text())["steps"] == 5
 
-    lm = ["lm_eval", "--model", "mdm_llada", "--model_args", f"pretrained={out}", "--tasks",
+    lm = [sys.executable, "-m", "lm_eval", "--model", "mdm_llada", "--model_args", f"pretrained={out}", "--tasks",
           "dsl_summ_synth_16step", "--limit", "2", "--output_path", str(tmp_path / "eval"), "--log_samples"]
     proc = subprocess.run(lm, capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

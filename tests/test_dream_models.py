@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,7 @@ def test_backends_run_on_both_families(backend_name, family, tiny_ckpt, dream_ck
 def test_lm_eval_softmask_on_tiny_dream(dream_ckpt, tmp_path):
     out = tmp_path / "out"
     cmd = [
-        "lm_eval", "--model", "softmask_llada", "--model_args", f"pretrained={dream_ckpt}",
+        sys.executable, "-m", "lm_eval", "--model", "softmask_llada", "--model_args", f"pretrained={dream_ckpt}",
         "--tasks", "dsl_summ_synth_16step", "--limit", "2", "--log_samples", "--output_path", str(out),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,7 +229,7 @@ def test_likelihood_is_refused(backend):
 def test_lm_eval_cli_end_to_end(dsl_ckpt, tmp_path):
     out = tmp_path / "out"
     cmd = [
-        "lm_eval", "--model", "dsl_llada", "--model_args", f"pretrained={dsl_ckpt}",
+        sys.executable, "-m", "lm_eval", "--model", "dsl_llada", "--model_args", f"pretrained={dsl_ckpt}",
         "--tasks", "dsl_summ_synth_16step", "--limit", "4", "--log_samples", "--output_path", str(out),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dslbench.harness.stats import split_stats
+from tests.shared_data import SHARED_DATA, needs
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 LIMIT = 5
@@ -31,7 +32,7 @@ def _lm_eval(cmd: list[str], out: Path, ckpt: Path, extra_args: str = "") -> tup
 
 @pytest.fixture(scope="module")
 def single(tiny_ckpt, tmp_path_factory):
-    return _lm_eval(["lm_eval"], tmp_path_factory.mktemp("single") / "out", tiny_ckpt)
+    return _lm_eval([sys.executable, "-m", "lm_eval"], tmp_path_factory.mktemp("single") / "out", tiny_ckpt)
 
 
 def test_plain_lm_eval_reports_rouge_and_measured_nfe(single):
@@ -54,11 +55,20 @@ def test_dslbench_eval_is_the_explicit_equivalent(single, tiny_ckpt, tmp_path):
     ] == [split_stats(s["resps"][0][0])[0] for s in single[1]]
 
 
+def _free_port() -> int:
+    # a fixed port collides with any other run on the machine
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 LAUNCHERS = {
     # the two launchers the README gives for CPU; nothing tells them it is a CPU machine
-    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"],
-    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--main_process_port", "29534"],
+    "torchrun": lambda: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    "accelerate": lambda: [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--main_process_port", str(_free_port())],
 }
 
 
@@ -66,7 +76,7 @@ LAUNCHERS = {
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_cpu_processes_split_the_documents_and_give_the_same_outputs(single, tiny_ckpt, tmp_path, launcher):
     env = {k: v for k, v in ENV.items() if k != "ACCELERATE_USE_CPU"}
-    cmd = [*LAUNCHERS[launcher], "-m", "lm_eval"]
+    cmd = [*LAUNCHERS[launcher](), "-m", "lm_eval"]
     args = ["--model", "mdm_llada", "--model_args", f"pretrained={tiny_ckpt}", "--tasks", "dsl_summ_synth_16step",
             "--limit", str(LIMIT), "--output_path", str(tmp_path / "out"), "--log_samples"]
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
@@ -85,14 +95,11 @@ def test_two_cpu_processes_split_the_documents_and_give_the_same_outputs(single,
     assert all(s["nfe"] == 16 for s in samples)
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA} (only in CI / the dev checkout)")
+@needs(SHARED_DATA)
 def test_real_data_summarization_and_repair_in_one_run(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     cmd = [
-        "lm_eval", "--model", "mdm_llada", "--model_args", f"pretrained={tiny_ckpt}",
+        sys.executable, "-m", "lm_eval", "--model", "mdm_llada", "--model_args", f"pretrained={tiny_ckpt}",
         "--tasks", "dsl_summ_xsum_16step,dsl_repair_random_10", "--limit", "5",
         "--log_samples", "--output_path", str(out),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import textwrap
@@ -15,10 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_py(code: str, python: str = sys.executable, cwd: Path | None = None, timeout: int = 300) -> str:
+def run_py(code: str, python: str = sys.executable, cwd: Path | None = None, timeout: int = 300,
+           env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         [python, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout,
-        cwd=cwd or Path("/"), env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        cwd=cwd or Path("/"), env={**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
@@ -81,13 +83,40 @@ def test_hook_is_idempotent_and_does_not_double_wrap():
     assert out == "1 True"
 
 
+def _isolated_env() -> dict[str, str]:
+    """The environment for the inner venv's interpreter and pip: nothing that points them elsewhere.
+
+    PYTHONPATH / PYTHONHOME / PYTHONUSERBASE would put the checkout (or another install) in front of
+    the wheel under test; PIP_USER / PIP_TARGET / PIP_PREFIX would install it somewhere else.
+    """
+    drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSTARTUP")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PIP_")}
+    return {**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+
+
+def _check(cmd: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, f"{cmd}: " + (proc.stdout + proc.stderr)[-3000:]
+
+
+def _outer_site_dirs() -> list[str]:
+    """Where the running interpreter finds its installed packages, wherever they are.
+
+    A global Python, a venv (with or without system site-packages), a conda env and ``pip install
+    --user`` all differ here; asking ``site`` covers them all without assuming any of them.
+    """
+    dirs = list(getattr(site, "getsitepackages", lambda: [])())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if Path(d).is_dir()]
+
+
 @pytest.mark.slow
 def test_wheel_ships_tasks_and_hook_and_uninstall_removes_them(tmp_path):
     wheel_dir = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )
+    # --no-cache-dir everywhere: nothing written outside tmp_path (a read-only home stays untouched)
+    _check([sys.executable, "-m", "pip", "--no-cache-dir", "wheel", "--no-deps", "--no-build-isolation", "-q",
+            "-w", str(wheel_dir), str(ROOT)], {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     (wheel,) = wheel_dir.glob("dslbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "dslbench_lm_eval.pth" in names
@@ -95,20 +124,36 @@ def test_wheel_ships_tasks_and_hook_and_uninstall_removes_them(tmp_path):
     in_repo = {p.name for p in (ROOT / "tasks").rglob("*") if p.is_file() and p.suffix in (".yaml", ".py")}
     assert in_repo and in_repo <= shipped
 
-    # A plain (non-editable) install in a fresh venv sees the same tasks through a plain TaskManager.
+    # A plain (non-editable) install in a fresh, isolated venv: the wheel is the only dslbench it
+    # can see. The dependencies (lm_eval, torch, ...) come from the running interpreter's own
+    # package folders, listed in a .pth file *after* the install: a plain path line adds the folder
+    # but runs none of its .pth files, so the outer environment's dslbench (an editable install's
+    # path hook, or its lm-eval hook) never reaches the inner interpreter.
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    env = _isolated_env()
+    _check([sys.executable, "-m", "venv", str(venv)], env)
     py = str(venv / "bin" / "python")
-    subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True, timeout=300)
+    site_dir = Path(run_py("import sysconfig; print(sysconfig.get_paths()['purelib'])", python=py, env=env))
+    pip = [py, "-m", "pip", "--no-cache-dir"]
+    _check([*pip, "install", "--no-deps", "-q", str(wheel)], env)
+    assert (site_dir / "dslbench_lm_eval.pth").exists()
+    outer = site_dir / "_outer_site_packages.pth"
+    outer.write_text("".join(f"{d}\n" for d in _outer_site_dirs()))
+
     out = json.loads(run_py("""
-        import json, dslbench.paths
+        import json, sys, dslbench.paths
         from lm_eval.tasks import TaskManager
         tm = TaskManager()
-        print(json.dumps({"dir": str(dslbench.paths.tasks_dir()), "ok": "dsl_summ_synth_16step" in tm.all_tasks}))
-    """, python=py))
-    assert out["ok"] and "_tasks" in out["dir"] and str(venv) in out["dir"]
-    site = Path(run_py("import sysconfig; print(sysconfig.get_paths()['purelib'])", python=py))
-    assert (site / "dslbench_lm_eval.pth").exists()
-    subprocess.run([py, "-m", "pip", "uninstall", "-y", "-q", "dslbench"], check=True, capture_output=True, timeout=300)
-    assert not (site / "dslbench_lm_eval.pth").exists()
-    assert not (site / "dslbench").exists()
+        print(json.dumps({
+            "dir": str(dslbench.paths.tasks_dir()),
+            "hook": "dslbench._lm_eval_hook" in sys.modules,
+            "ok": "dsl_summ_synth_16step" in tm.all_tasks,
+        }))
+    """, python=py, env=env))
+    assert out["hook"], "the wheel's .pth did not install the lm-eval hook at start-up"
+    assert out["ok"] and Path(out["dir"]) == (site_dir / "dslbench" / "_tasks").resolve(), out
+
+    outer.unlink()  # uninstall sees the inner venv only
+    _check([*pip, "uninstall", "-y", "-q", "dslbench"], env)
+    assert not (site_dir / "dslbench_lm_eval.pth").exists()
+    assert not (site_dir / "dslbench").exists()

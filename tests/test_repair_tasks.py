@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from dslbench.paths import tasks_dir
+from tests.shared_data import SHARED_DATA, needs
 
-SHARED_REPAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "repair"
+SHARED_REPAIR = SHARED_DATA / "repair"
 MODES = ("random", "semantic")
 RATES = (10, 30, 50)
 
@@ -61,7 +62,7 @@ def test_corruption_is_identical_across_runs(tiny_ckpt, task_manager):
     ]
 
 
-@pytest.mark.skipif(not SHARED_REPAIR.is_dir(), reason=f"shared repair data not found at {SHARED_REPAIR} (only in CI / the dev checkout)")
+@needs(SHARED_REPAIR)
 def test_wikitext_repair_reads_the_published_passages(tiny_ckpt, task_manager, monkeypatch):
     monkeypatch.setenv("DSLBENCH_DATA_DIR", str(SHARED_REPAIR))
     out = _evaluate(tiny_ckpt, ["dsl_repair_random_10"], task_manager, limit=2)

@@ -10,11 +10,10 @@ import pytest
 
 from dslbench.data import summarization as summ
 from dslbench.data.summarization import SummarizationDataError, load_examples, read_jsonl, truncate_words
+from tests.shared_data import SHARED_DATA, needs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "summarization"
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "xsum.jsonl").is_file(), reason=f"shared summarization data not found at {SHARED}"
-)
+SHARED = SHARED_DATA / "summarization"
+needs_shared = needs(SHARED / "xsum.jsonl")
 
 
 def _write(path: Path, rows: list) -> Path:

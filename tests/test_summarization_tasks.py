@@ -11,11 +11,10 @@ import dslbench.paths
 from dslbench.data.summarization import DATA_DIR_ENV, SummarizationDataError
 from dslbench.harness.stats import attach_stats
 from dslbench.metrics.summary import SUMMARY_METRICS
+from tests.shared_data import SHARED_DATA, missing_reason, needs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "summarization"
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "xsum.jsonl").is_file(), reason=f"shared summarization data not found at {SHARED}"
-)
+SHARED = SHARED_DATA / "summarization"
+needs_shared = needs(SHARED / "xsum.jsonl")
 BUDGETS = (4, 8, 16, 32, 64, 128)
 PUBLISHED = ("xsum", "cnndm", "pubmed", "arxiv")
 PROMPTS = {  # verbatim from the DSL-LLaDA release (build_summarization_data.py)
@@ -46,7 +45,7 @@ def _utils():
 @pytest.fixture
 def shared_data(monkeypatch):
     if not (SHARED / "xsum.jsonl").is_file():
-        pytest.skip(f"shared summarization data not found at {SHARED}")
+        pytest.skip(missing_reason(SHARED / "xsum.jsonl"))
     monkeypatch.setenv(DATA_DIR_ENV, str(SHARED))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     return SHARED
