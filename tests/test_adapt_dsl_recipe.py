@@ -163,9 +163,8 @@ def test_prompt_is_noised_with_the_row_snr_and_pads_are_not(tiny_dir, monkeypatc
 
 
 def test_head_lora_trains_only_a_b_saves_the_published_layout_and_reloads(tiny_dir, tmp_path):
-    from safetensors import safe_open
-
     from dslbench.models.dsl_checkpoint import LORA_KEYS, load_dsl_checkpoint
+    from dslbench.models.saving import read_weights
 
     module, tokenizer, info = _module(tiny_dir, noise_dim=8, head_lora_rank=4, head_lora_alpha=8.0)
     head = module.backbone.get_output_embeddings()
@@ -186,10 +185,9 @@ def test_head_lora_trains_only_a_b_saves_the_published_layout_and_reloads(tiny_d
     assert head.lora_B.abs().max().item() > 0
 
     out_dir = module.objective.save_final(module, tokenizer, info, tmp_path / "ckpt", {"steps": 2})
-    with safe_open(str(out_dir / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-        assert set(LORA_KEYS) <= keys and "model.transformer.ff_out.weight" not in keys
-        assert torch.equal(f.get_tensor(LORA_KEYS[1]), head.lora_A.detach())
+    weights = read_weights(out_dir)
+    assert set(LORA_KEYS) <= set(weights) and "model.transformer.ff_out.weight" not in weights
+    assert torch.equal(weights[LORA_KEYS[1]], head.lora_A.detach())
     model, _, _, _, cfg = load_dsl_checkpoint(out_dir, dtype="float32", device="cpu")
     assert cfg["ffout_lora"] == {"rank": 4, "alpha": 8.0, "scale": 2.0, "merged": True}
     merged = base_before + 2.0 * (head.lora_A @ head.lora_B).T
@@ -235,9 +233,8 @@ def test_converter_bias_keeps_the_linear_default_init_unless_zero(tiny_dir):
 
 
 def test_released_options_resume_bit_identically_and_load(tiny_dir, tmp_path):
-    from safetensors.torch import load_file
-
     from dslbench.models.dsl_checkpoint import LORA_KEYS, load_dsl_checkpoint
+    from dslbench.models.saving import read_weights
     from dslbench.training.loop import AdaptConfig, run_adapt
 
     def cfg(out, steps, resume=False):
@@ -249,7 +246,7 @@ def test_released_options_resume_bit_identically_and_load(tiny_dir, tmp_path):
     run_adapt(cfg(tmp_path / "ref", 4))
     run_adapt(cfg(tmp_path / "split", 2))
     run_adapt(cfg(tmp_path / "split", 4, resume=True))
-    ref, split = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("ref", "split"))
+    ref, split = (read_weights(tmp_path / d) for d in ("ref", "split"))
     assert sorted(ref) == sorted(split) and set(LORA_KEYS) <= set(ref)
     assert all(torch.equal(ref[k], split[k]) for k in ref)
     model, _, _, _, dsl_cfg = load_dsl_checkpoint(tmp_path / "ref", dtype="float32", device="cpu")

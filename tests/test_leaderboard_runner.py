@@ -259,7 +259,7 @@ def test_cell_identity_ignores_where_the_output_lives(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("model, match", [
     ({"backend": "mdm_lladaa", "model_args": {"pretrained": "/ckpt/x"}},
-     r"'Third': unknown backend 'mdm_lladaa'; choose one of: dsl_llada, mdm_llada, softmask_llada"),
+     r"'Third': unknown backend 'mdm_lladaa'; choose one of: diffusiongemma, dsl_llada, mdm_llada, softmask_llada"),
     ({"backend": "mdm_llada", "model_args": {"pretrained": "/ckpt/x", "block_lenght": 32}},
      r"'Third': mdm_llada: unknown model arg\(s\) block_lenght\. Valid model args: .*block_length"),
     ({"backend": "dsl_llada", "model_args": {"pretrained": "/ckpt/x", "beta": 0}},
@@ -384,17 +384,17 @@ def test_a_full_disk_while_writing_a_cell_names_the_file(tmp_path, monkeypatch, 
     import dslbench.harness.run as run_mod
     from dslbench.cli import main
 
-    real = Path.write_text
+    real = Path.write_bytes  # what dslbench.fsio's atomic writers call
 
-    def disk_full_on_cell_json(self, data, *args, **kwargs):
+    def disk_full_on_cell_json(self, data):
         if self.name.startswith(".cell.json"):
-            with open("/dev/full", "w") as f:  # a real ENOSPC from the kernel (no file name in it)
+            with open("/dev/full", "wb") as f:  # a real ENOSPC from the kernel (no file name in it)
                 f.write(data)
                 f.flush()
-        return real(self, data, *args, **kwargs)
+        return real(self, data)
 
     monkeypatch.setattr(run_mod, "evaluate_cell", StubEvaluate())
-    monkeypatch.setattr(Path, "write_text", disk_full_on_cell_json)
+    monkeypatch.setattr(Path, "write_bytes", disk_full_on_cell_json)
     out = tmp_path / "o"
     assert main(["leaderboard", "--config", str(_cfg(tmp_path)), "--out", str(out)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]

@@ -499,7 +499,7 @@ class DiffusionBackend(LM):
         if mode not in cache:
             if mode == "random":
                 vocab = min(len(self.tokenizer), self.info.vocab_size)
-                special = set(self.tokenizer.all_special_ids) | {self.info.mask_id}
+                special = set(self.tokenizer.all_special_ids) | ({self.info.mask_id} - {None})  # uniform-state models have no mask
                 cache[mode] = {"random_ids": random_replacement_ids(vocab, special)}
             else:
                 cache[mode] = {"unit_embeddings": unit_rows(self.model.get_input_embeddings().weight)}

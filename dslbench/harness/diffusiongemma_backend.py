@@ -89,16 +89,22 @@ class DiffusionGemma(DiffusionBackend):
                 "encoder already keeps an exact KV cache of the prompt; leave them unset"
             )
 
-    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
+    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: list[torch.Generator]) -> SampleResult:
         gen_length, stopping = opts["gen_length"], opts["stopping"]
         canvases, steps = plan_canvases(gen_length, opts["nfe"], self.info.canvas_length, stopping)
         seam = self.denoiser
         seam.reset()
-        # generate draws its canvases and samples from torch's global RNG: seed it for this batch
-        # only, and leave the caller's RNG state as it was.
+        # generate draws its canvases and samples for the whole batch from torch's global RNG, so
+        # rows cannot have their own streams: seed it from the rows' own seeds (a batch of one is
+        # seeded by its document alone, as every other backend; a larger batch's draws depend on
+        # which rows share it) and leave the caller's RNG state as it was.
+        from dslbench.diffusion.rng import prompt_seed
+
+        gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+        seed = gens[0].initial_seed() if len(gens) == 1 else prompt_seed([g.initial_seed() >> 1 for g in gens], 0)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(generator.initial_seed())
+            torch.manual_seed(seed)
             out = self.model.generate(prompt_ids, attention_mask=prompt_mask, **generate_kwargs(gen_length, steps, stopping))
         tokens = out.sequences[:, prompt_ids.shape[1]: prompt_ids.shape[1] + gen_length]
         if opts["nfe"] and seam.nfe > opts["nfe"]:
@@ -116,17 +122,18 @@ class DiffusionGemma(DiffusionBackend):
 
     # ------------------------------------------------------------------ repair
     def _repair(self, ids: torch.Tensor, mask: torch.Tensor, editable: torch.Tensor, opts: dict) -> SampleResult:
-        """The published protocol's analogue: the corrupted passage is the canvas, the tokens before it
-        (BOS) the encoded prompt; one decoder evaluation, argmax at every canvas position."""
+        """The published protocol's analogue: the corrupted passage is the canvas and BOS alone the
+        encoded prompt (the decoder needs a prompt; the passage itself gets no BOS, as released); one
+        decoder evaluation, argmax at every canvas position."""
         passes = opts["repair"].get("nfe", 1)
         if passes != 1:
             raise ValueError(f"diffusiongemma: repair_nfe={passes}; this backend repairs with the published "
                              "protocol only: one decoder evaluation (repair_nfe=1)")
-        prompts = [ids[i][mask[i].bool() & ~editable[i]].tolist() for i in range(len(ids))]
-        passages = [ids[i][editable[i]] for i in range(len(ids))]
-        if any(not p for p in prompts):
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
             raise ValueError("diffusiongemma: repair needs a BOS token to encode before the canvas; the tokenizer has none")
-        prompt_ids, prompt_mask = self._left_pad(prompts)
+        passages = [ids[i][editable[i]] for i in range(len(ids))]
+        prompt_ids, prompt_mask = self._left_pad([[bos] for _ in passages])
         width = max(len(p) for p in passages)
         canvas = torch.full((len(ids), width), self.info.pad_id, dtype=torch.long, device=ids.device)
         canvas_mask = torch.zeros_like(canvas)
