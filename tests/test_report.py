@@ -252,13 +252,29 @@ def test_wilcoxon_by_hand():
     var = 4 * 5 * 9 / 24 - (2**3 - 2) / 48
     z = (abs(8.5 - 5.0) - 0.5) / math.sqrt(var)
     assert p == pytest.approx(math.erfc(z / math.sqrt(2)))
-    try:
-        from scipy.stats import wilcoxon
-    except ImportError:
-        return
+    assert stats.wilcoxon_signed_rank([1, 1], [1, 1]) == (0.0, 1.0)
+    # the hand-written formula (zeros dropped, average ranks, tie + continuity correction) as the
+    # oracle of the scipy call, on data with ties and zeros
     rng = np.random.default_rng(3)
-    x, y = rng.normal(size=25), rng.normal(size=25) + 0.4
-    assert stats.wilcoxon_signed_rank(x, y)[1] == pytest.approx(wilcoxon(x - y, method="approx", correction=True).pvalue)
+    x, y = rng.integers(0, 6, size=40).astype(float), rng.integers(0, 6, size=40) + 0.5 * rng.integers(0, 2, size=40)
+    d = x - y
+    d = d[d != 0]
+    n = d.size
+    _, counts = np.unique(np.abs(d), return_counts=True)
+    from scipy.stats import rankdata
+
+    w_plus = rankdata(np.abs(d))[d > 0].sum()
+    var = n * (n + 1) * (2 * n + 1) / 24 - (counts**3 - counts).sum() / 48
+    z = max(0.0, (abs(w_plus - n * (n + 1) / 4) - 0.5) / math.sqrt(var))
+    assert stats.wilcoxon_signed_rank(x, y) == (w_plus, pytest.approx(math.erfc(z / math.sqrt(2))))
+
+
+def test_sign_test_matches_binomial_sum():
+    # oracle: min(1, 2 * P[Bin(n, 1/2) <= min(n+, n-)]) summed by hand
+    for pos, neg in ((0, 7), (2, 9), (5, 5), (6, 5), (13, 1)):
+        n, k = pos + neg, min(pos, neg)
+        want = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+        assert stats.sign_test([1] * pos + [0] * neg, [0] * pos + [1] * neg) == (pos, neg, pytest.approx(want))
 
 
 def test_bootstrap_ci_by_hand():
@@ -271,8 +287,26 @@ def test_bootstrap_ci_by_hand():
     assert stats.paired_bootstrap_ci(A, B, n_boot=500, seed=1) == stats.paired_bootstrap_ci(A, B, n_boot=500, seed=1)
     assert stats.paired_bootstrap_ci(A, B, n_boot=500, seed=1) != stats.paired_bootstrap_ci(A, B, n_boot=500, seed=2)
     assert stats.paired_bootstrap_ci([2, 3, 4], [1, 2, 3]) == (1.0, 1.0, 1.0)
+    assert stats.paired_bootstrap_ci([2.5], [1]) == (1.5, 1.5, 1.5)
+    assert all(math.isnan(v) for v in stats.paired_bootstrap_ci([], []))
+    # the hand-written resampling as the oracle, at the report's default size
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    means = (x - y)[np.random.default_rng(0).integers(0, 30, size=(2000, 30))].mean(axis=1)
+    assert stats.paired_bootstrap_ci(x, y)[1:] == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), abs=1e-12)
     with pytest.raises(ValueError):
         stats.paired_bootstrap_ci([1, 2], [1])
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.02, 0.04, 0.5 -> x4, x3, x2, x1 = 0.04, 0.06, 0.08, 0.5; monotone; order kept
+    assert list(stats.holm([0.04, 0.5, 0.01, 0.02])) == pytest.approx([0.08, 0.5, 0.04, 0.06])
+    # step-down keeps the adjusted values non-decreasing: 0.04 x 1 = 0.04 is raised to 0.03 x 2 = 0.06
+    assert list(stats.holm([0.04, 0.03, 0.01])) == pytest.approx([0.06, 0.06, 0.03])
+    assert list(stats.holm([0.6, 0.9])) == [1.0, 1.0]
+    out = stats.holm([0.01, math.nan, 0.02])  # NaN stays NaN and is not counted in m
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+    assert stats.holm([]).size == 0
 
 
 def test_paired_comparisons_match_documents(two_fake_runs, tmp_path):
@@ -283,6 +317,8 @@ def test_paired_comparisons_match_documents(two_fake_runs, tmp_path):
     assert (row["model_a"], row["model_b"], row["n"]) == ("dsl_llada", "mdm_llada(block_length=32,logits_eos_inf=true)", 5)
     assert row["mean_diff"] == pytest.approx(1.4)
     assert row["sign_p"] == pytest.approx(0.625) and (row["wins_a"], row["wins_b"]) == (3, 1)
+    # one comparison: Holm leaves it as it is
+    assert (row["sign_p_holm"], row["wilcoxon_p_holm"]) == (row["sign_p"], row["wilcoxon_p"])
     assert row["verdict"] in ("no clear difference", "A higher")
     # documents are matched by id, not by position; unmatched documents are left out
     c = tmp_path / "runC"

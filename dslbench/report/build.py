@@ -260,7 +260,9 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
     else:
         b.append(("p", f"Mean difference A - B over the documents both models were scored on, a paired "
                   f"bootstrap 95% interval ({n_boot} resamples, seed {seed}), the exact sign test and the "
-                  "Wilcoxon signed-rank test (normal approximation). The verdict reads the interval: a gap "
+                  "Wilcoxon signed-rank test (normal approximation), each p also Holm-adjusted over all "
+                  f"{len(paired)} comparisons of `paired.csv` (one family per test: the report runs them "
+                  "all at once). The verdict reads the interval: a gap "
                   "whose interval contains 0 is not distinguishable from noise at this sample size. "
                   "Shown: ROUGE-1 / words / adjacent repetition at the headline budget and repair rates; "
                   "every budget is in `paired.csv`."))
@@ -269,8 +271,9 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
                        | (paired["family"] == "repair")].copy()
         shown["95% CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(shown["ci_low"], shown["ci_high"])]
         shown = shown[["task", "metric", "model_a", "model_b", "n", "mean_a", "mean_b", "mean_diff", "95% CI",
-                       "wins_a", "wins_b", "sign_p", "wilcoxon_p", "verdict"]].rename(
-            columns={"model_a": "A", "model_b": "B", "mean_diff": "A - B", "sign_p": "sign p", "wilcoxon_p": "Wilcoxon p"})
+                       "wins_a", "wins_b", "sign_p", "wilcoxon_p", "sign_p_holm", "wilcoxon_p_holm", "verdict"]].rename(
+            columns={"model_a": "A", "model_b": "B", "mean_diff": "A - B", "sign_p": "sign p", "wilcoxon_p": "Wilcoxon p",
+                     "sign_p_holm": "sign p (Holm)", "wilcoxon_p_holm": "Wilcoxon p (Holm)"})
         b.append(("table", shown.reset_index(drop=True), None))
 
     # published

@@ -1,13 +1,17 @@
-"""Paired statistics between two backends scored on the same documents.
+"""Paired statistics between two backends scored on the same documents, on ``scipy.stats``.
 
-* ``paired_bootstrap_ci``: mean of ``a - b`` with a percentile bootstrap interval (documents are
-  resampled with replacement, the same draw for both systems; seeded, so deterministic).
+* ``paired_bootstrap_ci``: mean of ``a - b`` with a percentile bootstrap interval
+  (``scipy.stats.bootstrap`` over the per-document differences, so the same documents are drawn
+  for both systems; seeded through numpy's ``Generator``, so deterministic).
 * ``sign_test``: exact two-sided binomial sign test on the non-zero differences
-  ``p = min(1, 2 * P[Bin(n, 1/2) <= min(n+, n-)])``.
-* ``wilcoxon_signed_rank``: Wilcoxon signed-rank test, zero differences dropped, average ranks for
-  ties, normal approximation with tie correction and continuity correction (two-sided).
+  (``scipy.stats.binomtest``; at p = 1/2 this is ``min(1, 2 * P[Bin(n, 1/2) <= min(n+, n-)])``).
+* ``wilcoxon_signed_rank``: Wilcoxon signed-rank test (``scipy.stats.wilcoxon``): zero differences
+  dropped (``zero_method="wilcox"``), average ranks for ties, normal approximation
+  (``method="approx"``) with tie correction and continuity correction (two-sided).
+* ``holm``: Holm's step-down adjustment of a family of p-values (the report runs many pairwise
+  tests at once; scipy has Benjamini-Hochberg, not Holm).
 
-No SciPy needed; the tests check these against hand-computed values (and SciPy where installed).
+The tests keep the hand-computed cases as oracles for each of them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 
 def _pair(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
@@ -33,72 +38,61 @@ def paired_bootstrap_ci(
 ) -> tuple[float, float, float]:
     """``(mean difference, low, high)`` of ``mean(a - b)``; percentile interval at ``level``."""
     d = _pair(a, b)
-    n = d.size
-    if n == 0:
+    if d.size == 0:
         return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    means = d[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(d.mean()), float(lo), float(hi)
+    mean = float(d.mean())
+    if d.size == 1:  # every resample is the one document (scipy asks for two)
+        return mean, mean, mean
+    res = sps.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                        rng=np.random.default_rng(seed), vectorized=True)
+    return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def sign_test(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
     """``(wins of a, wins of b, two-sided exact p)``; ties are dropped; no pairs left gives p = 1."""
     d = _pair(a, b)
     pos, neg = int((d > 0).sum()), int((d < 0).sum())
-    n = pos + neg
-    if n == 0:
+    if pos + neg == 0:
         return pos, neg, 1.0
-    k = min(pos, neg)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return pos, neg, min(1.0, 2.0 * tail)
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based) with ties sharing the mean rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(x.size, dtype=float)
-    sx = x[order]
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    return pos, neg, float(sps.binomtest(pos, pos + neg, 0.5).pvalue)
 
 
 def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """``(W+, two-sided p)`` by the normal approximation (zeros dropped, tie + continuity corrected).
 
-    ``W+`` is the sum of the ranks of |d| over positive differences. With no non-zero difference
-    ``p = 1``.
+    ``W+`` is the sum of the ranks of |d| over positive differences (scipy reports min(W+, W-)
+    for a two-sided test, so it is summed here). With no non-zero difference ``p = 1``.
     """
     d = _pair(a, b)
     d = d[d != 0]
-    n = d.size
-    if n == 0:
+    if d.size == 0:
         return 0.0, 1.0
-    r = _ranks(np.abs(d))
-    w_plus = float(r[d > 0].sum())
-    mean = n * (n + 1) / 4.0
-    _, counts = np.unique(np.abs(d), return_counts=True)
-    var = n * (n + 1) * (2 * n + 1) / 24.0 - float((counts**3 - counts).sum()) / 48.0
-    if var <= 0:
-        return w_plus, 1.0
-    z = (abs(w_plus - mean) - 0.5) / math.sqrt(var)
-    z = max(z, 0.0)
-    p = math.erfc(z / math.sqrt(2.0))
-    return w_plus, min(1.0, p)
+    w_plus = float(sps.rankdata(np.abs(d))[d > 0].sum())
+    p = sps.wilcoxon(d, zero_method="wilcox", correction=True, method="approx").pvalue
+    return w_plus, min(1.0, float(p))
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control under any dependence).
+
+    The i-th smallest of the m p-values is multiplied by ``m - i + 1`` (i from 1), the products
+    are made non-decreasing in that order and capped at 1. NaN p-values stay NaN and do not count
+    in ``m``.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    m = order.size
+    scaled = p[order] * (m - np.arange(m))
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
 
 
 COMPARISON_COLUMNS = [
     "family", "dataset", "corruption", "corruption_rate", "nfe_budget", "task", "metric",
     "model_a", "model_b", "n", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high",
-    "wins_a", "wins_b", "sign_p", "wilcoxon_p", "verdict",
+    "wins_a", "wins_b", "sign_p", "wilcoxon_p", "sign_p_holm", "wilcoxon_p_holm", "verdict",
 ]
 
 
@@ -125,7 +119,8 @@ def paired_comparisons(
 
     Only documents both models were scored on enter (``n``); a metric missing for a task is
     skipped. The verdict reads the bootstrap interval: ``A higher`` / ``B higher`` when it
-    excludes 0.
+    excludes 0. ``sign_p_holm`` / ``wilcoxon_p_holm`` are the p-values Holm-adjusted over every
+    comparison of the returned table (one family per test).
     """
     rows = []
     if samples.empty:
@@ -146,4 +141,6 @@ def paired_comparisons(
                 res = compare(both[ma].to_numpy(), both[mb].to_numpy(), n_boot=n_boot, seed=seed)
                 rows.append({**dict(zip(keys, key)), "metric": metric, "model_a": ma, "model_b": mb, **res})
     df = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    df["sign_p_holm"] = holm(df["sign_p"].to_numpy(dtype=float))
+    df["wilcoxon_p_holm"] = holm(df["wilcoxon_p"].to_numpy(dtype=float))
     return df
