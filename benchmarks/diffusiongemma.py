@@ -1,4 +1,5 @@
-"""The ``diffusiongemma`` backend's sampler overhead, for ``benchmarks/run.py``.
+"""The ``diffusiongemma`` backend's sampler overhead (a tiny DiffusionGemma of the benchmark's
+width and depth), for ``benchmarks/run.py``.
 
 transformers' ``generate`` runs the loop, so the overhead is measured around it: the wall time of
 one ``_generate_batch`` (padding, ``generate`` with its entropy-bound sampler, temperature
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import torch
 
+from timing import sync, timed
+from workload import prompts
 
-def _hook_timer(modules, device, sync):
+
+def _hook_timer(modules, device):
     spent = [0.0]
     start: dict[int, float] = {}
 
@@ -33,7 +37,7 @@ def _hook_timer(modules, device, sync):
     return spent, handles
 
 
-def diffusiongemma_figures(tokenizer_dir: Path, size: dict, device: torch.device, workdir: Path, sync, timed, prompts) -> dict:
+def diffusiongemma_figures(tokenizer_dir: Path, size: dict, device: torch.device, workdir: Path) -> dict:
     from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: no config.json lookup of a llada checkpoint
 
     from dslbench.harness.diffusiongemma_backend import DiffusionGemma
@@ -50,8 +54,8 @@ def diffusiongemma_figures(tokenizer_dir: Path, size: dict, device: torch.device
     model = be.model
     opts = be.request_options({"until": [], "gen_length": G, "nfe": nfe, "stopping": "none"})
     ctx = prompts(b, P, be.info.vocab_size, seed=b)
-    decoder, decoder_handles = _hook_timer([model.model.decoder, model.lm_head], device, sync)
-    encoder, encoder_handles = _hook_timer([model.model.encoder], device, sync)
+    decoder, decoder_handles = _hook_timer([model.model.decoder, model.lm_head], device)
+    encoder, encoder_handles = _hook_timer([model.model.encoder], device)
     ratios, ratios_decoder, gen_ms, dec_ms, enc_ms = [], [], [], [], []
     be._generate_batch(ctx, opts)  # warm-up
     try:
@@ -75,3 +79,13 @@ def diffusiongemma_figures(tokenizer_dir: Path, size: dict, device: torch.device
         "decoder_ms_per_nfe": round(statistics.median(dec_ms), 2),
         "encoder_ms_per_pass": round(statistics.median(enc_ms), 2),
     }
+
+
+def table_lines(res: dict) -> list[str]:
+    g = res.get("sampler_diffusiongemma")
+    if not g:
+        return []
+    return ["", f"diffusiongemma (transformers' generate, stopping=none; tiny DiffusionGemma of the same width and depth, "
+                f"canvas {g['canvas_length']}): overhead @b{g['batch']} {g['overhead']:.3f} per network evaluation "
+                f"({g['nfe']} decoder evaluations at {g['decoder_ms_per_nfe']:.1f} ms + {g['encoder_passes']} encoder "
+                f"pass(es) at {g['encoder_ms_per_pass']:.1f} ms; vs decoder only {g['overhead_vs_decoder_only']:.3f})"]

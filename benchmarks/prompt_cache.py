@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import build_checkpoints, median, prompts, write_json  # noqa: E402  (the main benchmark's helpers)
+from timing import median, write_json  # noqa: E402  (the benchmarks' shared helpers)
+from workload import build_checkpoints, prompts  # noqa: E402
 
 MODES = {
     # speed model (d_model, layers, heads, mlp hidden, DSL noise dim), (prompt, gen) shapes, batch, NFE,
