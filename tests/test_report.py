@@ -186,6 +186,14 @@ def test_regeneration_is_byte_identical(real_runs, tmp_path):
         assert (a / name).read_bytes() == (c / name).read_bytes(), name
 
 
+def test_paired_outputs_carry_holm_columns(two_fake_runs, tmp_path):
+    build_report(two_fake_runs, tmp_path / "r", n_boot=50)
+    header = (tmp_path / "r" / "paired.csv").read_text().split("\n")[0].split(",")
+    assert header[-3:] == ["sign_p_holm", "wilcoxon_p_holm", "verdict"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| sign p | Wilcoxon p | sign p (Holm) | Wilcoxon p (Holm) | verdict |" in md
+
+
 def test_leaderboard_csv_format(two_fake_runs, tmp_path):
     build_report(two_fake_runs, tmp_path / "r", n_boot=50)
     text = (tmp_path / "r" / "leaderboard.csv").read_text()
