@@ -18,8 +18,9 @@ positions a step commits (``parallel``: ``fixed`` is the schedule above, ``thres
 adapt it) in :mod:`dslbench.diffusion.parallel`; the shared schedules in
 :mod:`dslbench.diffusion.schedule`.
 
-Optional: ``logits_eos_inf`` (EOS can never be proposed), ``confidence_eos_eot_inf``, and ReMDM remasking (:mod:`dslbench.diffusion.remdm`), which may send committed tokens of
-the current block back to the mask so that later steps revise them, within the same NFE budget.
+Optional: ``logits_eos_inf`` (EOS can never be proposed), ``confidence_eos_eot_inf``, and ReMDM
+remasking (:mod:`dslbench.diffusion.remdm`), which may send committed tokens of the current block
+back to the mask so that later steps revise them, within the same NFE budget.
 
 Where this deliberately departs from LLaDA's published ``generate``:
 
