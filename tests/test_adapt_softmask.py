@@ -23,12 +23,12 @@ from dslbench.training.objectives import (
     AdaptModule,
     MDMObjective,
     ObjectiveError,
-    _rand,
     head_parameters,
     make_objective,
     mdm_corrupt,
     mdm_loss,
 )
+from dslbench.training.objective import draw_uniform as _rand
 
 class _Req:
     def __init__(self, context, gen_kwargs):

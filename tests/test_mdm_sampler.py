@@ -239,7 +239,7 @@ def test_confidence_eos_eot_inf_as_released_at_positive_temperature_removes_only
     assert _eos_order(oracle, confidence_eos_eot_inf="both", generator=gen(), **kw) == [[3], [1], [0], [2]]
     assert _eos_order(oracle, generator=gen(), **kw) == [[2], [0], [3], [1]]
 
-    from dslbench.diffusion.mdm import _propose
+    from dslbench.diffusion.proposal import propose as _propose
 
     probs = torch.full((1, 1, V), 0.1 / (V - 1), dtype=torch.float64)
     probs[..., EOS] = 0.9  # EoT and every other id hold 0.1 / 15
@@ -357,7 +357,7 @@ def test_identity_denoiser_keeps_prompt_and_predicts_input():
 
 @pytest.mark.parametrize("scale", [1.0, 30.0])
 def test_greedy_fast_path_is_bit_identical_to_the_general_float64_path(scale):
-    from dslbench.diffusion.mdm import _greedy_float64, _proposal_float64
+    from dslbench.diffusion.proposal import _greedy_float64, _proposal_float64
 
     g = torch.Generator().manual_seed(3)
     full = torch.randn(3, 9, 50, generator=g) * scale
@@ -373,7 +373,7 @@ def test_greedy_fast_path_is_bit_identical_to_the_general_float64_path(scale):
 
 
 def test_proposal_on_masked_rows_only_matches_the_full_proposal_there():
-    from dslbench.diffusion.mdm import _propose
+    from dslbench.diffusion.proposal import propose as _propose
 
     g = torch.Generator().manual_seed(5)
     logits = (torch.randn(2, 7, 40, generator=g) * 4)[:, 1:]  # a sliced view, as in the sampler

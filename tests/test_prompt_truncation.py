@@ -22,7 +22,7 @@ def test_over_long_prompt_is_cut_in_the_middle_recorded_and_warned_once(tiny_ckp
     document = " ".join(f"word{i}" for i in range(200))
     long_prompt = f"Summarize the following text:\n\n{document}"
     short_prompt = "Summarize the following text:\n\nshort."
-    with caplog.at_level(logging.WARNING, logger="dslbench.harness.base"):
+    with caplog.at_level(logging.WARNING, logger="dslbench.harness.prompts"):
         out = b.generate_until([Req(long_prompt, gk), Req(short_prompt, gk), Req(long_prompt + " more", gk)])
     warnings = [r.getMessage() for r in caplog.records if "cut in the middle" in r.getMessage()]
     assert len(warnings) == 1 and "2 of 3 prompts" in warnings[0] and "max_length=64" in warnings[0]

@@ -184,3 +184,19 @@ def test_remdm_revises_a_wrong_committed_token(seed):
     assert trace[1].remasked[0, 0] and trace[1].tokens[0, 0] == MASK
     assert out.tokens.tolist() == [RIGHT]
     assert out.nfe == 4
+
+
+def test_remdm_and_the_schedules_do_not_import_the_sampler():
+    """mdm imports remdm; the pieces both need live in diffusion/schedule.py, so no import of
+    dslbench.diffusion.mdm (even a lazy one inside a function) may appear in remdm or schedule."""
+    import ast
+    from pathlib import Path
+
+    import dslbench.diffusion.remdm as remdm_module
+    import dslbench.diffusion.schedule as schedule_module
+
+    for module in (remdm_module, schedule_module):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "dslbench.diffusion.mdm" not in imported, module.__name__

@@ -12,40 +12,15 @@ step budget is split evenly over the blocks; inside a block, each step
 4. commits the ``k`` best of them, where ``k`` spreads the block's masks evenly over its steps
    with the remainder going to the earliest steps (:func:`transfer_schedule`).
 
-Orders (``remasking``, which masked positions go first): ``low_confidence`` (probability of
-``x0``, LLaDA), ``random`` (a uniform draw, LLaDA), ``entropy`` (lowest predictive entropy first:
-Dream's ``entropy`` algorithm scores ``sum(p * log(p + 1e-10))`` and takes the highest) and
-``margin`` (largest top-1 minus top-2 probability first: Dream's ``topk_margin``).
+The proposal and the orders (``remasking``: ``low_confidence``, ``random``, ``entropy``,
+``margin``) and ``confidence_eos_eot_inf`` live in :mod:`dslbench.diffusion.proposal`; how many
+positions a step commits (``parallel``: ``fixed`` is the schedule above, ``threshold`` and ``eb``
+adapt it) in :mod:`dslbench.diffusion.parallel`; the shared schedules in
+:mod:`dslbench.diffusion.schedule`.
 
-How many per step (``parallel``): ``fixed`` is the schedule above. ``threshold`` (Fast-dLLM's
-confidence-aware parallel decoding) commits every masked position of the current block whose
-probability is at least ``threshold``, and at least the best one. ``eb`` (EB-sampler, Ben-Hamu
-et al. 2025) walks the block's masked positions in the chosen order and commits the longest
-prefix U with ``sum_U H - max_U H <= eb_gamma`` (entropies in nats), at least one. Both spend a
-variable number of calls: ``steps`` is then a hard cap, not a schedule. Each row moves to its
-next block as soon as its block is full, and a step never commits fewer than
-``ceil(masked / steps_left_for_this_block)`` positions, where the steps left for the block are
-the row's unused steps minus one per block after it; so every block is finished within the cap
-(at the last step left for a block, the whole block is committed). Rows of a batch advance
-independently; :attr:`MDMOutput.row_nfe` counts, per row, the calls made while that row still
-had masks (what it would have cost alone); ``nfe`` is the batch's calls (the slowest row's).
-
-Optional: ``logits_eos_inf`` (EOS can never be proposed), ``confidence_eos_eot_inf`` (see
-below), and ReMDM remasking (:mod:`dslbench.diffusion.remdm`), which may send committed tokens of
-the current block back to the mask so that later steps revise them, within the same NFE budget.
-
-``confidence_eos_eot_inf`` as released (``true`` / ``released``, the paper's "+EOS" runs):
-LLaDA's ``generate.py`` sets the EOS column of the noisy logits and the end-of-turn column of the
-logits to -inf after choosing ``x0``, then takes the confidence softmax over the logits. At
-temperature 0 its noise function returns the logits tensor itself, so both writes land in it and
-both ids leave the softmax; at temperature > 0 the noisy tensor is a new one, so only end-of-turn
-leaves it (EOS keeps its probability); with ``random`` remasking the confidences are uniform
-draws and nothing changes. Leaving the softmax means a position proposing that id scores 0 and
-the others are renormalised. ``both`` is stricter than the release: every id in
-``denoiser.eos_ids`` leaves the softmax at any temperature, and with an order that does not read
-the proposal's probability (``random``, ``entropy``, ``margin``) positions proposing them rank
-below every other candidate. With ``entropy`` / ``margin`` (not in LLaDA) the removed ids leave
-the distribution those scores are computed from, as they leave LLaDA's confidence softmax.
+Optional: ``logits_eos_inf`` (EOS can never be proposed), ``confidence_eos_eot_inf``, and ReMDM
+remasking (:mod:`dslbench.diffusion.remdm`), which may send committed tokens of the current block
+back to the mask so that later steps revise them, within the same NFE budget.
 
 Where this deliberately departs from LLaDA's published ``generate``:
 
@@ -72,14 +47,23 @@ import torch
 
 from dslbench.diffusion import rng
 from dslbench.diffusion.denoiser import Denoiser, logits_from
+from dslbench.diffusion.parallel import PARALLEL_RULES, ParallelConfig, adaptive_count
+from dslbench.diffusion.proposal import (
+    EOS_CONFIDENCE_MODES,
+    REMASKING_RULES,
+    eos_confidence_mode,
+    propose,
+    removed_ids,
+)
 from dslbench.diffusion.remdm import RemdmConfig, block_schedule, choose_remask, remask_probability
+from dslbench.diffusion.schedule import check_budget, top_k_per_row, transfer_schedule
 
-REMASKING_RULES = ("low_confidence", "random", "entropy", "margin")
-PARALLEL_RULES = ("fixed", "threshold", "eb")
-EOS_CONFIDENCE_MODES = ("false", "released", "both")
-_DREAM_LOG_EPS = 1e-10  # Dream's entropy score reads log(p + 1e-10)
-_RANK_LAST = -1e30  # below every score of a masked position, above the -inf of the others
-
+# Re-exported: the backends and tests read the sampler's vocabulary from here.
+__all__ = [
+    "EOS_CONFIDENCE_MODES", "PARALLEL_RULES", "REMASKING_RULES", "MDMOutput", "ParallelConfig", "StepTrace",
+    "check_combination", "eos_confidence_mode", "guided_logits", "mdm_generate", "steps_for_budget",
+    "transfer_schedule",
+]
 
 @dataclass(frozen=True)
 class MDMOutput:
@@ -98,39 +82,6 @@ class StepTrace:
     tokens: torch.Tensor  # [B, gen_length] generated span after the step
     committed: torch.Tensor  # [B, gen_length] bool, positions committed at this step
     remasked: torch.Tensor  # [B, gen_length] bool, positions sent back to the mask (ReMDM)
-
-
-@dataclass(frozen=True)
-class ParallelConfig:
-    """How many masked positions one step commits (see the module docstring)."""
-
-    rule: str = "fixed"
-    threshold: float = 0.9
-    eb_gamma: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.rule not in PARALLEL_RULES:
-            raise ValueError(f"parallel={self.rule!r} is not one of {', '.join(PARALLEL_RULES)}")
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold={self.threshold} must lie in (0, 1]")
-        if not self.eb_gamma >= 0:
-            raise ValueError(f"eb_gamma={self.eb_gamma} must be >= 0")
-
-
-def eos_confidence_mode(value) -> str:
-    """Normalise ``confidence_eos_eot_inf``: off (false), ``released`` (true) or ``both``."""
-    if isinstance(value, bool) or value is None:
-        return "released" if value else "false"
-    text = str(value).strip().lower()
-    if text in ("false", "0", "no", "off", "none"):
-        return "false"
-    if text in ("true", "1", "yes", "released"):
-        return "released"
-    if text == "both":
-        return "both"
-    raise ValueError(
-        f"confidence_eos_eot_inf={value!r}: expected false, true (= released, LLaDA's generate.py) or both"
-    )
 
 
 def check_combination(remasking: str, parallel: ParallelConfig, remdm: RemdmConfig | None) -> None:
@@ -152,20 +103,6 @@ def check_combination(remasking: str, parallel: ParallelConfig, remdm: RemdmConf
             f"remdm={remdm.strategy} follows LLaDA's fixed per-block step schedule; "
             f"it cannot be combined with parallel={parallel.rule}"
         )
-
-
-def transfer_schedule(mask_count: torch.Tensor, steps: int) -> torch.Tensor:
-    """Tokens to commit per step, ``[B, steps]``: ``mask_count`` spread evenly, remainder first.
-
-    e.g. 10 masks over 4 steps -> [3, 3, 2, 2].
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got steps={steps}")
-    count = torch.as_tensor(mask_count).long().reshape(-1)
-    base = count // steps
-    remainder = count % steps
-    extra = torch.arange(steps, device=count.device)[None, :] < remainder[:, None]
-    return base[:, None] + extra.long()
 
 
 def steps_for_budget(nfe: int, cfg_scale: float = 0.0) -> int:
@@ -243,7 +180,7 @@ def mdm_generate(
     parallel = ParallelConfig() if parallel is None else parallel
     check_combination(remasking, parallel, remdm)
     block_length = gen_length if block_length is None else block_length
-    num_blocks, steps_per_block = _check_budget(gen_length, steps, block_length, fixed=parallel.rule == "fixed")
+    num_blocks, steps_per_block = check_budget(gen_length, steps, block_length, fixed=parallel.rule == "fixed")
 
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
@@ -256,11 +193,11 @@ def mdm_generate(
         gen_mask = torch.ones((batch, gen_length), dtype=prompt_mask.dtype, device=device)
         attention_mask = torch.cat([prompt_mask.to(device), gen_mask], dim=1)
     proposal = functools.partial(
-        _propose,
+        propose,
         temperature=temperature,
         remasking=remasking,
         eos_id=denoiser.eos_id,
-        removed=_removed_ids(eos_confidence_mode(confidence_eos_eot_inf), remasking, temperature, denoiser, device),
+        removed=removed_ids(eos_confidence_mode(confidence_eos_eot_inf), remasking, temperature, denoiser, device),
         rank_removed_last=eos_confidence_mode(confidence_eos_eot_inf) == "both",
         logits_eos_inf=logits_eos_inf,
         generator=generator,
@@ -389,191 +326,8 @@ def _decode_adaptive(canvas, step_logits, proposal, parallel, denoiser, mask_id,
             raise RuntimeError(f"adaptive decoding ran past its cap of {max_steps} steps")
 
 
-def adaptive_count(parallel: ParallelConfig, score: torch.Tensor, masked: torch.Tensor, x0_prob: torch.Tensor,
-                   entropy: torch.Tensor | None) -> torch.Tensor:
-    """Positions each row wants to commit this step under ``threshold`` / ``eb`` (>= 1 where a
-    row has masks), before the budget floor.
-
-    ``threshold``: the masked positions whose proposal probability is >= ``threshold``, at least
-    the best one (Fast-dLLM keeps the top-ranked position and drops the others below the
-    threshold). ``eb``: in the order of ``score`` (best first, ties to the lower position), the
-    longest prefix whose summed entropy minus its largest entropy is <= ``eb_gamma``.
-    """
-    n_masked = masked.sum(dim=1)
-    if parallel.rule == "threshold":
-        wanted = ((x0_prob >= parallel.threshold) & masked).sum(dim=1)
-    else:
-        order = score.masked_fill(~masked, float("-inf")).argsort(dim=-1, descending=True, stable=True)
-        h = entropy.gather(-1, order).clamp(min=0.0)
-        in_order = masked.gather(-1, order)
-        h = h.masked_fill(~in_order, 0.0)
-        excess = h.cumsum(dim=-1) - h.cummax(dim=-1).values
-        wanted = ((excess <= parallel.eb_gamma) & in_order).sum(dim=1)
-    return torch.minimum(wanted.clamp(min=1), n_masked)
-
-
 def _embed_with(input_embeds_fn, prev_logits, is_masked, ids: torch.Tensor) -> torch.Tensor:
     return input_embeds_fn(ids, prev_logits, is_masked)
-
-
-def top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of the ``k[b]`` highest scores of each row (ties: lower index first)."""
-    order = scores.argsort(dim=-1, descending=True, stable=True)
-    ranks_taken = torch.arange(scores.shape[-1], device=scores.device)[None, :] < k.to(scores.device)[:, None]
-    return torch.zeros_like(ranks_taken).scatter(1, order, ranks_taken)
-
-
-def _check_budget(gen_length: int, steps: int, block_length: int, fixed: bool = True) -> tuple[int, int]:
-    if gen_length < 1 or steps < 1 or block_length < 1:
-        raise ValueError(
-            f"gen_length, steps and block_length must be >= 1, got gen_length={gen_length}, "
-            f"steps={steps}, block_length={block_length}"
-        )
-    if gen_length % block_length != 0:
-        raise ValueError(
-            f"gen_length={gen_length} is not a multiple of block_length={block_length}"
-        )
-    num_blocks = gen_length // block_length
-    if fixed and steps % num_blocks != 0:
-        raise ValueError(
-            f"steps={steps} cannot be split evenly over {num_blocks} blocks "
-            f"(gen_length={gen_length} / block_length={block_length})"
-        )
-    if steps < num_blocks:
-        raise ValueError(
-            f"steps={steps} leaves no step for some of the {num_blocks} blocks "
-            f"(gen_length={gen_length} / block_length={block_length})"
-        )
-    return num_blocks, steps // num_blocks
-
-
-def _removed_ids(mode: str, remasking: str, temperature: float, denoiser, device) -> torch.Tensor:
-    """Ids that leave the scoring distribution under ``confidence_eos_eot_inf`` (module docstring)."""
-    eos_ids = tuple(denoiser.eos_ids)
-    if mode == "both":
-        ids = eos_ids
-    elif mode == "released" and remasking != "random":
-        # generate.py: at T = 0 both writes hit the logits; at T > 0 only end-of-turn does.
-        ids = eos_ids if temperature == 0 else tuple(i for i in eos_ids if i != denoiser.eos_id)
-    else:
-        ids = ()
-    return torch.tensor(ids, dtype=torch.long, device=device)
-
-
-def _propose(
-    logits: torch.Tensor,
-    *,
-    temperature: float,
-    remasking: str,
-    eos_id: int,
-    removed: torch.Tensor,
-    rank_removed_last: bool,
-    logits_eos_inf: bool,
-    generator: rng.Generators,
-    rows: torch.Tensor | None = None,
-    need_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Candidate tokens, their softmax probabilities, the score used for ranking (higher first)
-    and, when ``need_entropy``, each position's entropy in nats.
-
-    ``rows`` (bool, the logits' leading shape): the positions whose proposal can be used (the
-    still-masked ones); elsewhere the CPU paths without random draws leave token 0 and zeros,
-    values the sampler never reads (commits and their scores are taken at masked positions only).
-    """
-    stats = remasking in ("entropy", "margin") or need_entropy
-    draws = temperature > 0
-    # On CPU the float64 passes over the vocabulary are the sampler's main cost: without random
-    # draws they run on the masked rows only. Elsewhere selecting rows would cost a device-host
-    # synchronisation per step; with draws, the draw count must not depend on the rows.
-    select = rows is not None and logits.device.type == "cpu" and not draws
-    if select:
-        where = rows.nonzero(as_tuple=True)
-        part = _proposal(logits[where], temperature, eos_id, removed, logits_eos_inf, generator, stats)
-        full = []
-        for value, dtype in zip(part, (torch.long, torch.float64, torch.float64, torch.float64)):
-            if value is None:
-                full.append(None)
-                continue
-            out = torch.zeros(rows.shape, dtype=dtype)
-            out[where] = value
-            full.append(out)
-        x0, x0_prob, neg_entropy, margin = full
-    else:
-        x0, x0_prob, neg_entropy, margin = _proposal(logits, temperature, eos_id, removed, logits_eos_inf, generator, stats)
-
-    if remasking == "low_confidence":
-        score = x0_prob
-    elif remasking == "random":
-        score = rng.rand(x0.shape, generator, device=x0.device, dtype=torch.float64)
-    elif remasking == "entropy":
-        score = neg_entropy
-    else:
-        score = margin
-    if rank_removed_last and remasking != "low_confidence" and removed.numel():
-        # low_confidence already scores them 0; the other orders do not read that probability.
-        score = score.masked_fill(torch.isin(x0, removed), -1.0 if remasking == "random" else _RANK_LAST)
-    entropy = None if neg_entropy is None or not need_entropy else -neg_entropy
-    return x0, x0_prob, score, entropy
-
-
-def _proposal(raw, temperature, eos_id, removed, logits_eos_inf, generator, stats):
-    """``(x0, p(x0), neg_entropy, margin)``; the last two only with ``stats`` (else None)."""
-    if temperature == 0 and not logits_eos_inf and not removed.numel() and not stats:
-        x0, x0_prob = _greedy_float64(raw)
-        return x0, x0_prob, None, None
-    x0, x0_prob, ranking_logits = _proposal_float64(raw, temperature, eos_id, removed, logits_eos_inf, generator)
-    if not stats:
-        return x0, x0_prob, None, None
-    neg_entropy, margin = _distribution_scores(ranking_logits)
-    return x0, x0_prob, neg_entropy, margin
-
-
-def _distribution_scores(ranking_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dream's two scores of each position's float64 distribution: ``sum(p * log(p + 1e-10))``
-    (negative entropy; highest first) and top-1 minus top-2 probability (highest first)."""
-    p = torch.softmax(ranking_logits, dim=-1)
-    neg_entropy = (p * torch.log(p + _DREAM_LOG_EPS)).sum(dim=-1)
-    top2 = p.topk(2, dim=-1).values
-    return neg_entropy, top2[..., 0] - top2[..., 1]
-
-
-def _greedy_float64(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Argmax token and its float64 softmax probability, bit-identical to the general path
-    (``exp(l[x0] - logsumexp(l))`` with ``logsumexp = log(sum(exp(l - max))) + max``, the
-    formula torch's own logsumexp evaluates) in one max pass and one in-place float64 pass."""
-    top, x0 = raw.max(dim=-1)  # the float32 max is exact in float64
-    top = top.to(torch.float64)
-    shift = top.masked_fill(torch.isinf(top), 0.0)  # as logsumexp does for infinite maxima
-    total = raw.to(torch.float64).sub_(shift[..., None]).exp_().sum(dim=-1)
-    return x0, torch.exp(top - (total.log_() + shift))
-
-
-def _proposal_float64(raw, temperature, eos_id, removed, logits_eos_inf, generator):
-    """Candidate tokens, their float64 softmax probabilities over the scoring distribution
-    (``removed`` ids left out) and that distribution's logits."""
-    logits = raw.to(torch.float64)
-    if logits_eos_inf:
-        logits = logits.clone()  # never write into the denoiser's own tensor
-        logits[..., eos_id] = float("-inf")
-
-    if temperature > 0:
-        # Gumbel-max in float64 with LLaDA's noise: it ranks exp(l) / (-log u)^T; the log of that,
-        # l - T * log(-log u), has the same argmax and cannot overflow for large logits.
-        u = rng.rand(logits.shape, generator, device=logits.device, dtype=torch.float64)
-        x0 = (logits - temperature * torch.log(-torch.log(u))).argmax(dim=-1)
-    elif logits_eos_inf:
-        x0 = logits.argmax(dim=-1)
-    else:
-        x0 = raw.argmax(dim=-1)  # widening to float64 is exact: the same argmax, half the bytes read
-
-    ranking_logits = logits
-    if removed.numel():
-        # The proposal is chosen first; its probability is then read with the removed ids out
-        # of the softmax, as in LLaDA's option: a position proposing them scores 0.
-        ranking_logits = logits.clone()
-        ranking_logits[..., removed] = float("-inf")
-    x0_logit = ranking_logits.gather(-1, x0[..., None]).squeeze(-1)
-    return x0, torch.exp(x0_logit - torch.logsumexp(ranking_logits, dim=-1)), ranking_logits
 
 
 def _step_trace(step, block, canvas, prompt_len, lo, hi, committed, remasked) -> StepTrace:

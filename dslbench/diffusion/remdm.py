@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from dslbench.diffusion import rng
+from dslbench.diffusion.schedule import top_k_per_row, transfer_schedule
 
 REMDM_STRATEGIES = ("cap", "rescale", "conf", "loop")
 
@@ -88,8 +89,6 @@ def loop_phases(config: RemdmConfig, steps: int) -> list[str]:
 
 def block_schedule(config: RemdmConfig, mask_count: torch.Tensor, steps: int) -> torch.Tensor:
     """Commits per step ``[B, steps]`` before remasking compensation: LLaDA's, except for loop."""
-    from dslbench.diffusion.mdm import transfer_schedule  # mdm imports this module
-
     count = torch.as_tensor(mask_count).long().reshape(-1)
     if config.strategy != "loop":
         return transfer_schedule(count, steps)
@@ -139,8 +138,6 @@ def remask_probability(
 def choose_remask(prob: torch.Tensor, room: torch.Tensor, generator: rng.Generators) -> torch.Tensor:
     """Independent draws ``u < prob``, keeping at most ``room[b]`` per row (smallest u / prob);
     ``generator``: one for the batch or one per row (:mod:`dslbench.diffusion.rng`)."""
-    from dslbench.diffusion.mdm import top_k_per_row  # mdm imports this module
-
     u = rng.rand(prob.shape, generator, device=prob.device, dtype=torch.float64)
     hit = u < prob
     ratio = torch.where(hit, u / prob.clamp(min=torch.finfo(torch.float64).tiny), float("inf"))

@@ -2,9 +2,11 @@
 
 A backend subclass declares its sampler arguments and implements ``_sample`` (prompt batch ->
 generated token ids, measured NFE). Everything else lives here once: model-arg parsing, model
-loading, chat template, batching with lm-eval's ``Collator``, per-request generation kwargs,
-EOS / ``until`` cuts, per-sample efficiency records, the Monte-Carlo log-likelihood, and the
-data-parallel hooks lm-eval >= 0.4.12 calls.
+loading, batching with lm-eval's ``Collator``, per-request generation kwargs, EOS / ``until``
+cuts and per-sample efficiency records; composed with the mixins of the neighbouring modules:
+data parallel (:mod:`~dslbench.harness.distributed`), chat template and prompt fitting
+(:mod:`~dslbench.harness.prompts`), repair requests (:mod:`~dslbench.harness.repair`) and the
+Monte-Carlo log-likelihood (:mod:`~dslbench.harness.likelihood`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +23,14 @@ from tqdm import tqdm
 
 from dslbench.diffusion.denoiser import ModelDenoiser
 from dslbench.harness.args import AT_LEAST_1, Arg, Range, convert, parse_args
+from dslbench.harness.distributed import DistributedMixin
+from dslbench.harness.likelihood import LikelihoodMixin
+from dslbench.harness.prompts import PromptMixin
+from dslbench.harness.repair import REPAIR_KEYS, RepairMixin, repair_options
+from dslbench.harness.result import SampleResult
 from dslbench.harness.stats import attach_stats
+
+__all__ = ["COMMON_ARGS", "DiffusionBackend", "SampleResult"]
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +51,9 @@ COMMON_ARGS: dict[str, Arg] = {
 
 # Generation kwargs every backend understands besides its sampler args.
 _REQUEST_KEYS = {"until", "max_gen_toks", "do_sample", "return_stats"}
-# Repair requests (tasks/repair): the context is a clean passage that the backend corrupts in its
-# own token space, repairs in its repair mode and scores through the per-sample record.
-_REPAIR_KEYS = {"repair_mode", "repair_rate", "repair_seed", "repair_nfe"}
 
 
-@dataclass
-class SampleResult:
-    tokens: torch.Tensor  # [B, gen_length] generated span
-    # denoiser calls made for this batch (each call evaluates every row once), or one count per
-    # row when rows stop at different times (adaptive samplers: the calls each row needed)
-    nfe: int | tuple[int, ...]
-    extra: dict
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"model arg device={device!r}: expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        # lm-eval's CLI passes device=cuda:0 by default; fall back like its own HF backend does.
-        log.warning("device=%s requested but CUDA is not available: using cpu", device)
-        return torch.device("cpu")
-    return dev
-
-
-def _launched_world_size() -> int:
-    """Processes of this launch, from the launcher's environment (torchrun sets WORLD_SIZE;
-    mpirun, which ``accelerate launch --cpu --mpirun_hostfile`` uses, its own variables)."""
-    import os
-
-    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
-        if os.environ.get(var, "").strip().isdigit():
-            return int(os.environ[var])
-    return 1
-
-
-class DiffusionBackend(LM):
+class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMixin, LM):
     NAME = "diffusion"
     SAMPLER_ARGS: dict[str, Arg] = {}
 
@@ -114,33 +85,6 @@ class DiffusionBackend(LM):
         from lm_eval.utils import simple_parse_args_string
 
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
-
-    # ------------------------------------------------------------------ set-up
-    def _setup_distributed(self) -> None:
-        """Data parallel under ``torchrun`` / ``accelerate launch``: each rank decodes its share.
-
-        accelerate picks a distributed backend for a launched process only on an accelerator or
-        when told ``cpu=True``; without it, every process of a CPU launch believed it was rank 0
-        of 1 and decoded every document. So the resolved device decides: CPU ranks meet over gloo
-        (MPI under mpirun), GPU ranks over NCCL, each on its own GPU."""
-        self.accelerator = None
-        device = _resolve_device(self.args["device"])
-        launched = _launched_world_size()
-        if launched > 1:
-            from accelerate import Accelerator
-
-            self.accelerator = Accelerator(cpu=device.type == "cpu")
-            self._rank = self.accelerator.process_index
-            self._world_size = self.accelerator.num_processes
-            if self._world_size != launched:
-                raise RuntimeError(
-                    f"{self.NAME}: launched as {launched} processes but accelerate set up "
-                    f"{self._world_size} ({self.accelerator.distributed_type}); every process would decode "
-                    "every document. Launch with torchrun --nproc_per_node N or accelerate launch --multi_gpu"
-                )
-            if device.type != "cpu":  # accelerate names CPU ranks cpu:N, which safetensors refuses
-                device = self.accelerator.device
-        self._device = device
 
     def _load(self, pretrained: str) -> None:
         from dslbench.models.loading import load_model
@@ -196,68 +140,14 @@ class DiffusionBackend(LM):
 
     # ------------------------------------------------------------------ lm-eval hooks
     @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
     def tokenizer_name(self) -> str:
         return str(getattr(self.tokenizer, "name_or_path", "tokenizer")).replace("/", "__")
-
-    def chat_template(self, chat_template: bool | str = False) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None) or ""
-
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(
-                f"{self.NAME}: --apply_chat_template was given but {self.args['pretrained']} has no chat template"
-            )
-        return self.tokenizer.apply_chat_template(
-            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world_size <= 1:
-            return tensor
-        return self.accelerator.gather(tensor)
-
-    def gather_object(self, obj: Any, dst: int = 0) -> list | None:
-        if self.world_size <= 1:
-            return [obj]
-        result = [None] * self.world_size if self.rank == dst else None
-        torch.distributed.gather_object(obj=obj, object_gather_list=result, dst=dst)
-        return result
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            self.accelerator.wait_for_everyone()
-
-    # ------------------------------------------------------------------ tokenisation
-    def _encode_context(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        # Chat templates already start with BOS; plain prompts get one, as in pre-training.
-        if bos is not None and (not ids or ids[0] != bos):
-            ids = [bos, *ids]
-        return ids
-
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.info.eos_id
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-                mask[i, width - len(r):] = 1
-        return ids.to(self.device), mask.to(self.device)
 
     # ------------------------------------------------------------------ per-request options
     def request_options(self, gen_kwargs: dict) -> dict:
         """Backend defaults overridden by a task's generation kwargs (validated)."""
         gen_kwargs = dict(gen_kwargs or {})
-        allowed = set(self.SAMPLER_ARGS) | _REQUEST_KEYS | _REPAIR_KEYS
+        allowed = set(self.SAMPLER_ARGS) | _REQUEST_KEYS | REPAIR_KEYS
         unknown = sorted(set(gen_kwargs) - allowed)
         if unknown:
             raise ValueError(
@@ -277,19 +167,7 @@ class DiffusionBackend(LM):
         until = gen_kwargs.get("until") or []
         opts["until"] = [until] if isinstance(until, str) else list(until)
         opts["return_stats"] = bool(gen_kwargs.get("return_stats", False))
-        opts["repair"] = None
-        if gen_kwargs.get("repair_mode") is not None:
-            from dslbench.diffusion.corruption import CORRUPTION_MODES
-
-            mode = gen_kwargs["repair_mode"]
-            if mode not in CORRUPTION_MODES:
-                raise ValueError(f"repair_mode={mode!r}; allowed: {', '.join(CORRUPTION_MODES)}")
-            opts["repair"] = {
-                "mode": mode,
-                "rate": float(gen_kwargs.get("repair_rate", 0.1)),
-                "seed": int(gen_kwargs.get("repair_seed", 1234)),
-                "nfe": int(gen_kwargs.get("repair_nfe", 1)),
-            }
+        opts["repair"] = repair_options(gen_kwargs)
         return opts
 
     def _warn_overrides(self, opts: dict) -> None:
@@ -380,47 +258,6 @@ class DiffusionBackend(LM):
                 self.cache_hook.add_partial("generate_until", req.args, outputs[i])
         return results
 
-    @staticmethod
-    def _cut_range(n_tokens: int, budget: int, tail: int = 32) -> tuple[int, int]:
-        """The token positions ``[start, stop)`` that :meth:`_fit_prompt` drops (empty when it fits)."""
-        if n_tokens <= budget:
-            return n_tokens, n_tokens
-        tail = min(tail, budget // 4)
-        return budget - tail, n_tokens - tail
-
-    @classmethod
-    def _fit_prompt(cls, ids: list[int], budget: int, tail: int = 32) -> list[int]:
-        """Cut an over-long prompt in the middle: the head holds BOS, the chat header and the
-        instruction, the tail the end of the turn and the assistant header; the tokens dropped
-        are the end of the source document (their count goes into the per-sample record)."""
-        start, stop = cls._cut_range(len(ids), budget, tail)
-        return ids[:start] + ids[stop:]
-
-    def _dropped_text(self, prompt: str, ids: list[int], start: int, stop: int) -> str:
-        """The exact characters of ``prompt`` behind the dropped token positions ``[start, stop)``
-        of ``ids`` (its encoding; a BOS we prepended has no characters). Metrics use it to score
-        against the source the model saw; a slow tokenizer without offsets decodes the slice."""
-        if start >= stop:
-            return ""
-        try:
-            offsets = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        except (NotImplementedError, ValueError, KeyError):
-            return self.tokenizer.decode(ids[start:stop], skip_special_tokens=True)
-        shift = len(ids) - len(offsets)  # 1 when _encode_context prepended BOS
-        return prompt[offsets[start - shift][0] : offsets[stop - 1 - shift][1]]
-
-    def _warn_truncated(self) -> None:
-        """One warning per run (per generate_until call) with the count of cut prompts."""
-        counts = getattr(self, "_truncated", None)
-        if counts and counts[0]:
-            log.warning(
-                "%s: %d of %d prompts were longer than max_length=%d minus gen_length and were cut in "
-                "the middle (the end of the source document dropped); each sample's record holds "
-                "prompt_tokens_dropped and the task reports truncated_rate",
-                self.NAME, counts[0], counts[1], self.max_length,
-            )
-        self._truncated = [0, 0]
-
     def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None) -> list[str]:
         """Decode one batch. Each row draws from its own generator, seeded from the model arg
         ``seed`` and the row's own prompt token ids (:func:`dslbench.diffusion.rng.prompt_seed`),
@@ -476,130 +313,4 @@ class DiffusionBackend(LM):
             texts.append(text)
         return texts
 
-    # ------------------------------------------------------------------ repair
-    def _strip_chat(self, text: str) -> str:
-        """The passage itself, if lm-eval wrapped it in the chat template (--apply_chat_template)."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            return text
-        sentinel = "\x00dslbench-passage\x00"
-        wrapped = self.apply_chat_template([{"role": "user", "content": sentinel}])
-        head, _, tail = wrapped.partition(sentinel)
-        if head and text.startswith(head) and text.endswith(tail):
-            return text[len(head): len(text) - len(tail)]
-        return text
 
-    def _repair_corruption_inputs(self, mode: str) -> dict:
-        """What ``corrupt`` draws from, built once per backend: the released random-id range
-        (``random``) or the unit-normalised input embeddings (``semantic``)."""
-        from dslbench.diffusion.corruption import random_replacement_ids, unit_rows
-
-        if getattr(self, "_repair_inputs", None) is None:
-            self._repair_inputs: dict[str, dict] = {}
-        cache = self._repair_inputs
-        if mode not in cache:
-            if mode == "random":
-                vocab = min(len(self.tokenizer), self.info.vocab_size)
-                special = set(self.tokenizer.all_special_ids) | ({self.info.mask_id} - {None})  # uniform-state models have no mask
-                cache[mode] = {"random_ids": random_replacement_ids(vocab, special)}
-            else:
-                cache[mode] = {"unit_embeddings": unit_rows(self.model.get_input_embeddings().weight)}
-        return cache[mode]
-
-    def _repair(self, ids: torch.Tensor, mask: torch.Tensor, editable: torch.Tensor, opts: dict) -> SampleResult:
-        """The published repair protocol: one forward on the corrupted ids' token embeddings,
-        argmax at every position; ``repair_nfe`` > 1 passes is the iterative variant."""
-        from dslbench.diffusion.repair import argmax_repair, repair_protocol
-
-        passes = opts["repair"]["nfe"]
-        repaired, nfe = argmax_repair(self.denoiser, ids, mask, editable, passes=passes)
-        return SampleResult(repaired, nfe, {"repair_protocol": repair_protocol(passes=passes), "repair_passes": passes})
-
-    def _repair_batch(self, contexts: list[str], opts: dict) -> list[str]:
-        """Corrupt each passage (as the released evaluation does: its own tokens, no BOS in front),
-        repair the batch in the backend's repair mode, attach the per-passage record."""
-        from dslbench.diffusion.corruption import corrupt, document_seed
-
-        spec = opts["repair"]
-        draw_from = self._repair_corruption_inputs(spec["mode"])
-        rows, records = [], []
-        for context in contexts:
-            passage = self._strip_chat(context)
-            ids = self.tokenizer(passage, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ValueError(f"{self.NAME}: a repair passage has no tokens (passage {passage!r}); nothing to corrupt")
-            dropped = max(0, len(ids) - self.max_length)
-            if dropped:
-                log.warning("%s: repair passage of %d tokens cut to max_length=%d (recorded as passage_tokens_dropped)",
-                            self.NAME, len(ids), self.max_length)
-            original = torch.tensor(ids[: self.max_length], dtype=torch.long)
-            corrupted, positions = corrupt(
-                original, spec["rate"], spec["mode"], seed=document_seed(passage, spec["seed"]), **draw_from
-            )
-            rows.append(corrupted.tolist())
-            records.append((original, corrupted, positions, dropped))
-        ids, mask = self._left_pad(rows)
-        width = ids.shape[1]
-        editable = mask.bool()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            result = self._repair(ids, mask, editable, opts)
-        if "repair_protocol" not in result.extra:
-            raise RuntimeError(f"{self.NAME}: its repair mode does not name its repair_protocol")
-        seconds = (time.perf_counter() - start) / len(contexts)
-        texts = []
-        for i, (original, corrupted, positions, dropped) in enumerate(records):
-            repaired = result.tokens[i, width - len(original):].cpu()
-            text = self.tokenizer.decode(repaired.tolist(), skip_special_tokens=True)
-            stats = {
-                "backend": self.NAME,
-                "nfe": result.nfe,
-                "seconds": seconds,
-                "repair_mode": spec["mode"],
-                "repair_rate": spec["rate"],
-                "repair_seed": spec["seed"],
-                "rank": self.rank,
-                "world_size": self.world_size,
-                "original_ids": original.tolist(),
-                "corrupted_ids": corrupted.tolist(),
-                "repaired_ids": repaired.tolist(),
-                "corrupted_positions": positions.tolist(),
-                "original_text": self.tokenizer.decode(original.tolist(), skip_special_tokens=True),
-                "corrupted_text": self.tokenizer.decode(corrupted.tolist(), skip_special_tokens=True),
-                "passage_tokens_dropped": dropped,
-                **result.extra,
-            }
-            texts.append(attach_stats(text, stats) if opts["return_stats"] else text)
-        return texts
-
-    # ------------------------------------------------------------------ likelihood
-    def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        from dslbench.diffusion.elbo import is_greedy, mc_loglikelihood
-
-        out = []
-        generator = torch.Generator(device="cpu").manual_seed(self.args["seed"])
-        for req in tqdm(requests, desc=f"{self.NAME} loglikelihood", disable=disable_tqdm or self.rank != 0):
-            context, continuation = req.args
-            # Tokenise the whole string once and split, so merges across the boundary match.
-            whole = self._encode_context(context + continuation)
-            prefix = self._encode_context(context) if context else whole[:1]
-            target = whole[len(prefix):]
-            if not target:
-                raise ValueError(f"{self.NAME}: empty continuation for context {context[-40:]!r}")
-            prefix_t = torch.tensor(prefix, device=self.device)
-            target_t = torch.tensor(target, device=self.device)
-            ll = mc_loglikelihood(
-                self.denoiser, prefix_t, target_t,
-                mc_num=self.args["mc_num"], batch_size=self.args["mc_batch_size"],
-                cfg_scale=float(self.defaults.get("cfg", 0.0) or 0.0), generator=generator,
-            )
-            greedy = is_greedy(self.denoiser, prefix_t, target_t)
-            out.append((float(ll), bool(greedy)))
-            self.cache_hook.add_partial("loglikelihood", req.args, out[-1])
-        return out
-
-    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError(
-            f"{self.NAME}: loglikelihood_rolling (perplexity tasks) is not supported: a masked diffusion "
-            "model gives only a Monte-Carlo bound on a sequence's likelihood, not token-by-token rolling "
-            "log-probabilities; use generation or multiple-choice tasks"
-        )

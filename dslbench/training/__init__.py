@@ -2,7 +2,9 @@
 
 - :mod:`~dslbench.training.data`: ``--data`` specs, prompt formatting, response masks, padding, packing;
 - :mod:`~dslbench.training.objectives`: ``mdm`` and ``dsl`` (and the registry other objectives join);
-- :mod:`~dslbench.training.loop`: the accelerate loop, checkpoints and exact resume (``run_adapt``);
+- :mod:`~dslbench.training.config`: the run's settings (``AdaptConfig``, validated), result and errors;
+- :mod:`~dslbench.training.checkpointing`: what a run writes into ``--out``: log, resume states, final checkpoint;
+- :mod:`~dslbench.training.loop`: the accelerate loop and exact resume (``run_adapt``);
 - ``configs/``: accelerate launch configs (DDP, DeepSpeed ZeRO-2/3, FSDP), see :func:`config_path`.
 
 Imports are lazy: ``import dslbench.training`` loads nothing heavy.

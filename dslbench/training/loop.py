@@ -1,30 +1,8 @@
 """The adaptation loop behind ``dslbench adapt``: accelerate, AdamW, warm-up-then-constant
 schedule, gradient accumulation and clipping, atomic periodic checkpoints and exact resume.
 
-Output directory (``--out``)::
-
-    OUT/adapt_run.json            the run's settings (written first; marks OUT as an adapt run)
-    OUT/adapt_log.jsonl           one JSON line per logged step: loss, lr, grad norm, tokens/s ...
-    OUT/checkpoints/step-NNNNNNNN/  resume state (accelerate ``save_state``: model incl. the
-                                  objective's modules, optimizer, scheduler, RNG states of every
-                                  process) + ``trainer_state.json`` (step, data position, tokens)
-    OUT/checkpoints/latest        name of the newest complete resume state
-    OUT/config.json, model-0000i-of-0000N.safetensors + model.safetensors.index.json, tokenizer
-                                  files, adapt_config.json (+ dsl_config.json)
-                                  the final checkpoint in the evaluation layout, written last
-
-Atomicity (every file operation goes through :mod:`dslbench.fsio`, whose crash points the test
-suite kills the process at, one by one): a resume state is written into
-``checkpoints/.tmp-step-N`` and renamed into place when complete; ``latest`` is replaced
-atomically; older states beyond ``keep_checkpoints`` are renamed to ``.trash-*`` before they are
-deleted, so a half-deleted state is never taken for a resume state. The final checkpoint is built
-in a staging folder by the objective's own atomic writer (``save_checkpoint`` /
-``save_dsl_checkpoint``) and moved into ``OUT`` with ``config.json`` removed first and put back
-last, so OUT is loadable only when its weights are complete. A crash at any point leaves the
-previous resume state intact; the next run removes what the crash left (temporary files,
-staging folders, trash) and cuts ``adapt_log.jsonl`` back to the resumed step, so the log holds
-each step once. A folder whose run wrote no resume state yet (killed, or its data failed to
-load) holds nothing to continue: a new run, or a resume with other settings, starts it afresh.
+The settings and errors are in :mod:`dslbench.training.config`; the output directory, its
+atomic writes, resume states and the final checkpoint in :mod:`dslbench.training.checkpointing`.
 
 Exactness: every random draw of an objective comes from a generator seeded by
 ``(seed, step, micro-step, process)``; the data order is a pure function of the seed and the
@@ -36,127 +14,40 @@ with bitwise-identical weights to an uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from dslbench import fsio
-from dslbench.errors import writing
-
-RUN_FILE = "adapt_run.json"
-LOG_FILE = "adapt_log.jsonl"
-ADAPT_CONFIG_FILE = "adapt_config.json"
-CKPT_DIR = "checkpoints"
-LATEST = "latest"
-TRAINER_STATE = "trainer_state.json"
-STAGING = ".final-staging"
-TRASH = ".trash-"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SAVE_DTYPES = ("auto", "float32", "bfloat16")
-
-# Settings a resumed run must share with the run it continues (anything else may change).
-RESUME_KEYS = ("objective", "base", "data", "batch_size", "grad_accum", "seq_len", "response_len",
-               "prompt_format", "instruction", "seed", "data_seed", "objective_options", "world_size")
-
-# The published recipe (DSL-LLaDA at 8B).
-PUBLISHED_RECIPE = {"max_steps": 1000, "lr": 2e-5, "warmup_steps": 100, "schedule": "constant_with_warmup",
-                    "weight_decay": 0.1, "grad_clip": 1.0, "precision": "bf16", "block_size": 4096,
-                    "global_batch": "8 GPUs x 1 x 64 accumulation"}
-
-
-class AdaptError(RuntimeError):
-    """The run cannot start or continue; the message says why and what to do."""
-
-
-class OutDirError(AdaptError):
-    pass
-
-
-class NonFiniteLossError(AdaptError):
-    pass
-
-
-@dataclass
-class AdaptConfig:
-    base: str
-    out: str
-    objective: str = "dsl"
-    data: str = "synth"
-    max_steps: int = 1000
-    resume: bool = False
-    lr: float = 2e-5
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    seq_len: int = 4096
-    response_len: int | None = None
-    prompt_format: str = "plain"
-    instruction: str | None = None
-    seed: int = 0
-    data_seed: int | None = None
-    save_every: int = 100
-    keep_checkpoints: int = 2
-    precision: str = "auto"
-    save_dtype: str = "auto"
-    device: str = "auto"
-    log_every: int = 1
-    progress: bool = True
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    objective_options: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        from dslbench.training.data import PROMPT_FORMATS
-        from dslbench.training.objectives import OBJECTIVES
-
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
-        need(isinstance(self.base, str) and bool(self.base), "--base is required (a checkpoint directory or hub id)")
-        need(isinstance(self.out, str) and bool(self.out), "--out is required (an output directory)")
-        need(self.objective in OBJECTIVES, f"--objective {self.objective!r} is not valid; allowed: {', '.join(sorted(OBJECTIVES))}")
-        need(int(self.max_steps) >= 1, f"--max-steps {self.max_steps} must be >= 1")
-        need(math.isfinite(self.lr) and self.lr > 0, f"--lr {self.lr} must be > 0")
-        need(int(self.warmup_steps) >= 0, f"--warmup-steps {self.warmup_steps} must be >= 0")
-        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must be >= 0")
-        need(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip >= 0),
-             f"--grad-clip {self.grad_clip} must be >= 0 (0 disables clipping)")
-        need(int(self.batch_size) >= 1, f"--batch-size {self.batch_size} must be >= 1")
-        need(int(self.grad_accum) >= 1, f"--grad-accum {self.grad_accum} must be >= 1")
-        need(int(self.seq_len) >= 2, f"--seq-len {self.seq_len} must be >= 2")
-        need(self.response_len is None or 1 <= int(self.response_len) < int(self.seq_len),
-             f"--response-len {self.response_len} must lie in [1, --seq-len)")
-        need(self.prompt_format in PROMPT_FORMATS,
-             f"--prompt-format {self.prompt_format!r} is not valid; allowed: {', '.join(PROMPT_FORMATS)}")
-        need(int(self.save_every) >= 0, f"--save-every {self.save_every} must be >= 0 (0: only at the end)")
-        need(int(self.keep_checkpoints) >= 1, f"--keep-checkpoints {self.keep_checkpoints} must be >= 1")
-        need(self.precision in PRECISIONS, f"--precision {self.precision!r} is not valid; allowed: {', '.join(PRECISIONS)}")
-        need(self.save_dtype in SAVE_DTYPES, f"--save-dtype {self.save_dtype!r} is not valid; allowed: {', '.join(SAVE_DTYPES)}")
-        need(int(self.log_every) >= 1, f"--log-every {self.log_every} must be >= 1")
-
-    @property
-    def effective_data_seed(self) -> int:
-        return self.seed if self.data_seed is None else int(self.data_seed)
-
-
-@dataclass
-class AdaptResult:
-    out: Path
-    steps: int
-    final_loss: float | None
-    tokens_per_s: float | None
-    losses: list[float]
-    resumed_from: int | None = None
-    already_done: bool = False
+from dslbench.training.checkpointing import (
+    ADAPT_CONFIG_FILE,
+    CKPT_DIR,
+    LOG_FILE,
+    RUN_FILE,
+    TRAINER_STATE,
+    append_log,
+    check_out_dir,
+    check_resume_compatible,
+    clean_leftovers,
+    latest_checkpoint,
+    read_json,
+    save_final,
+    save_resume_state,
+    trim_log,
+    write_json_atomic,
+)
+from dslbench.training.config import (
+    PUBLISHED_RECIPE,
+    AdaptConfig,
+    AdaptError,
+    AdaptResult,
+    NonFiniteLossError,
+    OutDirError,
+    run_record,
+)
 
 
 class ConstantWithWarmup:
@@ -182,107 +73,6 @@ def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.de
     g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return g
 
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fsio.write_json_atomic(data, path)
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _run_record(cfg: AdaptConfig, objective_config: dict, world_size: int) -> dict:
-    rec = asdict(cfg)
-    rec.pop("resume", None)
-    rec.pop("progress", None)
-    rec["adam_betas"] = list(cfg.adam_betas)
-    rec["data_seed"] = cfg.effective_data_seed
-    rec["objective_options"] = objective_config
-    rec["world_size"] = world_size
-    return rec
-
-
-def latest_checkpoint(out: str | os.PathLike) -> Path | None:
-    """The newest complete resume state under ``OUT/checkpoints`` (None when there is none)."""
-    ckpts = Path(out) / CKPT_DIR
-    pointer = ckpts / LATEST
-    if pointer.is_file():
-        cand = ckpts / pointer.read_text(encoding="utf-8").strip()
-        if (cand / TRAINER_STATE).is_file():
-            return cand
-    done = sorted(p for p in ckpts.glob("step-*") if (p / TRAINER_STATE).is_file()) if ckpts.is_dir() else []
-    return done[-1] if done else None
-
-
-def _leftovers(out: Path) -> list[Path]:
-    """What a killed run leaves that no run continues from: temporary files, staging folders,
-    half-written resume states and trash."""
-    from dslbench.models.tiny import recover_staged_checkpoint
-
-    if out.is_dir():
-        recover_staged_checkpoint(out / STAGING)  # a final checkpoint moved aside is put back first
-    found = [*out.glob(f".{RUN_FILE}.tmp-*"), *out.glob(f".{LOG_FILE}.tmp-*"), *out.glob(f".{ADAPT_CONFIG_FILE}.tmp-*"),
-             *out.glob(f".{STAGING}*"), out / STAGING]
-    ckpts = out / CKPT_DIR
-    found += [*ckpts.glob(".tmp-*"), *ckpts.glob(f"{TRASH}*"), *ckpts.glob(f".{LATEST}.tmp*")]
-    return [p for p in dict.fromkeys(found) if p.exists() or p.is_symlink()]
-
-
-def _clean_leftovers(out: Path) -> None:
-    for stale in _leftovers(out):
-        fsio.remove_tree(stale)
-
-
-def _inspect_out(out: Path) -> str:
-    if not out.exists():
-        return "absent"
-    if not out.is_dir():
-        return "file"
-    if (out / RUN_FILE).is_file():
-        return "run"
-    stale = set(_leftovers(out))
-    rest = [p for p in out.iterdir() if p not in stale and not (p.name == CKPT_DIR and p.is_dir()
-            and all(q in stale for q in p.iterdir()))]
-    if not rest:
-        return "empty"  # nothing, or only what a run killed before its first file left
-    return "other"
-
-
-def _started(out: Path) -> bool:
-    """True when the run in OUT has something to continue: a resume state or a final checkpoint."""
-    return latest_checkpoint(out) is not None or (out / "config.json").is_file()
-
-
-def _check_out_dir(out: Path, resume: bool) -> str:
-    state = _inspect_out(out)
-    if state == "file":
-        raise OutDirError(f"--out {out} is a file; give a directory")
-    if state == "other":
-        names = sorted(p.name for p in out.iterdir())[:5]
-        raise OutDirError(
-            f"--out {out} is not empty and holds no dslbench adapt run (it has {', '.join(names)}...); "
-            "refusing to write into it: choose a new or empty directory"
-        )
-    if state == "run" and not _started(out):
-        return "unstarted"
-    if state == "run" and not resume:
-        ck = latest_checkpoint(out)
-        where = f"a resume state at step {_read_json(ck / TRAINER_STATE)['step']}" if ck else "no resume state yet"
-        raise OutDirError(
-            f"--out {out} already holds an adaptation run ({where}); pass --resume to continue it, "
-            "or choose another --out"
-        )
-    return state
-
-
-def _check_resume_compatible(previous: dict, current: dict, out: Path) -> list[str]:
-    diffs = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
-    if diffs:
-        detail = "; ".join(f"{k}: run has {previous.get(k)!r}, now {current.get(k)!r}" for k in diffs)
-        raise OutDirError(f"--resume: {out} was started with different settings ({detail}); "
-                          "use the same settings or another --out")
-    return [k for k in current if k not in RESUME_KEYS and k not in ("max_steps", "save_every", "keep_checkpoints",
-            "log_every", "device", "out") and previous.get(k) != current.get(k)]
 
 
 def _resolve_precision(precision: str, device: torch.device) -> str:
@@ -334,15 +124,15 @@ def run_adapt(
     main = accelerator.is_main_process
     world = accelerator.num_processes
 
-    state = _check_out_dir(out, cfg.resume)
+    state = check_out_dir(out, cfg.resume)
     if main and state in ("run", "empty", "unstarted"):
-        _clean_leftovers(out)
+        clean_leftovers(out)
 
-    record = _run_record(cfg, objective.config(), world)
+    record = run_record(cfg, objective.config(), world)
     final_ready = (out / "config.json").is_file() and (out / ADAPT_CONFIG_FILE).is_file()
     if state == "run":
-        changed = _check_resume_compatible(_read_json(out / RUN_FILE), record, out)
-        if final_ready and _read_json(out / ADAPT_CONFIG_FILE).get("steps") == cfg.max_steps:
+        changed = check_resume_compatible(read_json(out / RUN_FILE), record, out)
+        if final_ready and read_json(out / ADAPT_CONFIG_FILE).get("steps") == cfg.max_steps:
             if main:
                 print(f"dslbench adapt: {out} is already complete ({cfg.max_steps} steps); nothing to do")
             return AdaptResult(out, cfg.max_steps, None, None, [], already_done=True)
@@ -369,8 +159,8 @@ def run_adapt(
             print(f"dslbench adapt: {out} holds a run that wrote no resume state; starting it afresh")
             for stale in (out / LOG_FILE, out / CKPT_DIR, out / RUN_FILE):
                 fsio.remove_tree(stale)
-        _write_json_atomic(out / RUN_FILE, record)  # (on resume: the settings now in force)
-        _trim_log(out, int(_read_json(resume_from / TRAINER_STATE)["step"]) if resume_from is not None else 0)
+        write_json_atomic(out / RUN_FILE, record)  # (on resume: the settings now in force)
+        trim_log(out, int(read_json(resume_from / TRAINER_STATE)["step"]) if resume_from is not None else 0)
     accelerator.wait_for_everyone()
 
     # ---- optimiser and schedule
@@ -392,12 +182,12 @@ def run_adapt(
     start_step, tokens_seen, resumed_loss = 0, 0, None
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        tstate = _read_json(resume_from / TRAINER_STATE)
+        tstate = read_json(resume_from / TRAINER_STATE)
         start_step, tokens_seen = int(tstate["step"]), int(tstate.get("tokens_seen", 0))
         resumed_loss = tstate.get("loss")
         if main:
             print(f"dslbench adapt: resuming {out} from step {start_step} ({resume_from.name})")
-            _append_log(out, {"event": "resume", "step": start_step, "checkpoint": resume_from.name})
+            append_log(out, {"event": "resume", "step": start_step, "checkpoint": resume_from.name})
     elif cfg.resume and main:
         print(f"dslbench adapt: nothing to resume in {out}; starting from step 0")
 
@@ -460,12 +250,12 @@ def run_adapt(
                 window_t, window_tok = now, 0
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}", tok_s=f"{tps:.0f}")
                 if main:
-                    _append_log(out, {"step": done, "loss": step_loss, "lr": lr_now, "grad_norm": grad_norm,
+                    append_log(out, {"step": done, "loss": step_loss, "lr": lr_now, "grad_norm": grad_norm,
                                       "tokens": step_tokens, "tokens_seen": tokens_seen, "tokens_per_s": tps,
                                       **{k: v for k, v in metrics.items()}})
             bar.update(1)
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
-                last_ckpt = _save_resume_state(accelerator, out, done, tokens_seen, cfg, step_loss)
+                last_ckpt = save_resume_state(accelerator, out, done, tokens_seen, cfg, step_loss)
             if on_step_end is not None:
                 on_step_end(done, step_loss)
     finally:
@@ -473,7 +263,7 @@ def run_adapt(
 
     # ---- final checkpoint in the evaluation layout
     if start_step < cfg.max_steps or not final_ready:
-        _save_final(accelerator, module, unwrapped, objective, tokenizer, info, out, cfg, record, base_dir,
+        save_final(accelerator, module, unwrapped, objective, tokenizer, info, out, cfg, record, base_dir,
                     tokens_seen, losses or ([resumed_loss] if resumed_loss is not None else []), t_run, tok_run)
     accelerator.wait_for_everyone()
     tps_run = tok_run / t_run if t_run > 0 else None
@@ -496,144 +286,7 @@ def _load_base(base: str):
     return backbone, tokenizer, info, {}, base_dir
 
 
-def _append_log(out: Path, row: dict) -> None:
-    fsio.append_text(out / LOG_FILE, json.dumps(row, sort_keys=True, default=float) + "\n")
-
-
-def _trim_log(out: Path, step: int) -> None:
-    """Keep the log rows of steps up to ``step`` (the state the run continues from): the steps
-    after it are run, and logged, again. A torn last line (a kill mid-append) is dropped."""
-    path = out / LOG_FILE
-    if not path.is_file():
-        return
-    text = path.read_text(encoding="utf-8")
-    kept = []
-    for line in text.splitlines(keepends=True):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if line.endswith("\n") and isinstance(row, dict) and int(row.get("step", 0)) <= step:
-            kept.append(line)
-    if "".join(kept) != text:
-        fsio.write_text_atomic("".join(kept), path)
-
-
-def _save_resume_state(accelerator, out: Path, step: int, tokens_seen: int, cfg: AdaptConfig,
-                       loss: float | None = None) -> Path:
-    ckpts = out / CKPT_DIR
-    name = f"step-{step:08d}"
-    tmp = ckpts / f".tmp-{name}"
-    final = ckpts / name
-    if accelerator.is_main_process:
-        ckpts.mkdir(parents=True, exist_ok=True)
-        fsio.remove_tree(tmp)
-    accelerator.wait_for_everyone()
-    with writing(tmp):
-        fsio.crash_point("write", tmp)
-        accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        fsio.fix_mode(tmp)
-        _write_json_atomic(tmp / TRAINER_STATE, {
-            "step": step,
-            "micro_batches_consumed": step * cfg.grad_accum,
-            "data_position_rows": step * cfg.grad_accum * cfg.batch_size * accelerator.num_processes,
-            "tokens_seen": tokens_seen,
-            "seed": cfg.seed,
-            "world_size": accelerator.num_processes,
-            "loss": loss,
-        })
-        if final.exists():
-            fsio.replace(final, ckpts / f"{TRASH}{name}")
-        fsio.replace(tmp, final)
-        fsio.write_text_atomic(name + "\n", ckpts / LATEST)
-        keep = sorted(p for p in ckpts.glob("step-*") if p.is_dir())
-        for old in keep[: -cfg.keep_checkpoints]:
-            fsio.replace(old, ckpts / f"{TRASH}{old.name}")  # never half-deleted under its own name
-        for trash in sorted(ckpts.glob(f"{TRASH}*")):
-            fsio.remove_tree(trash)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _full_modules(accelerator, module, unwrapped):
-    """An unsharded module to save from (ZeRO-3 / FSDP gather the full state on the main process)."""
-    from accelerate.utils import DistributedType
-
-    sharded = accelerator.distributed_type == DistributedType.FSDP or (
-        accelerator.distributed_type == DistributedType.DEEPSPEED
-        and accelerator.state.deepspeed_plugin.zero_stage == 3
-    )
-    if not sharded:
-        return unwrapped
-    state = accelerator.get_state_dict(module)  # collective; full tensors on the main process
-    if not accelerator.is_main_process:
-        return None
-    unwrapped.load_state_dict({k: v.to("cpu") for k, v in state.items()}, strict=False)
-    return unwrapped
-
-
-def _save_final(accelerator, module, unwrapped, objective, tokenizer, info, out: Path, cfg: AdaptConfig,
-                record: dict, base_dir: Path, tokens_seen: int, losses: list[float], t_run: float, tok_run: int) -> None:
-    full = _full_modules(accelerator, module, unwrapped)
-    if not accelerator.is_main_process or full is None:
-        return
-    full = full.to("cpu")
-    save_dtype = cfg.save_dtype
-    if save_dtype == "auto":
-        save_dtype = "bfloat16" if accelerator.mixed_precision == "bf16" else "float32"
-    if save_dtype == "bfloat16":
-        full.backbone.to(torch.bfloat16)
-    recipe = {k: record[k] for k in ("lr", "warmup_steps", "weight_decay", "grad_clip", "batch_size", "grad_accum",
-                                     "seq_len", "response_len", "prompt_format", "precision", "adam_betas", "adam_eps")}
-    recipe["global_batch"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
-    recipe["mixed_precision"] = accelerator.mixed_precision
-    recipe["schedule"] = "constant_with_warmup"
-    frozen = sorted(n for n, p in full.named_parameters() if not p.requires_grad)
-    summary = {
-        "objective": cfg.objective,
-        "base": cfg.base,
-        "base_dir": str(base_dir),
-        "data": cfg.data,
-        "seed": cfg.seed,
-        "data_seed": cfg.effective_data_seed,
-        "steps": cfg.max_steps,
-        "tokens_seen": tokens_seen,
-        "final_loss": losses[-1] if losses else None,
-        "tokens_per_s_this_session": (tok_run / t_run) if t_run > 0 else None,
-        "recipe": recipe,
-        "published_recipe": PUBLISHED_RECIPE,
-        "objective_config": objective.config(),
-        "frozen_parameters": frozen,
-        "save_dtype": save_dtype,
-        "world_size": accelerator.num_processes,
-    }
-    staging = out / STAGING
-    fsio.remove_tree(staging)
-    with writing(staging):
-        objective.save_final(full, tokenizer, info, staging, summary)
-    _write_json_atomic(staging / ADAPT_CONFIG_FILE, summary)
-    _publish(staging, out)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move a complete checkpoint from ``staging`` into ``out``: config.json (the marker every
-    loader needs) is removed first and put back last."""
-    fsio.unlink(out / "config.json")
-    names = sorted(p.name for p in staging.iterdir() if p.name != "config.json")
-    run_files = {RUN_FILE, LOG_FILE, CKPT_DIR, "config.json", *names}
-    for old in sorted(out.iterdir()):  # files of a previous final checkpoint the new one lacks
-        if old.name not in run_files and not old.name.startswith("."):
-            fsio.remove_tree(old)
-    for name in names:
-        dest = out / name
-        if dest.is_dir() and not dest.is_symlink():
-            fsio.remove_tree(dest)
-        fsio.replace(staging / name, dest)
-    fsio.replace(staging / "config.json", out / "config.json")
-    fsio.remove_tree(staging)
-
 
 __all__ = ["AdaptConfig", "AdaptResult", "AdaptError", "OutDirError", "NonFiniteLossError", "run_adapt",
            "latest_checkpoint", "step_generator", "ConstantWithWarmup", "PUBLISHED_RECIPE"]
+

@@ -75,16 +75,8 @@ from dslbench.diffusion.softmask import (
     save_softmask,
 )
 from dslbench.training.data import Batch
-from dslbench.training.objectives import (
-    AdaptModule,
-    LossOutput,
-    MDMObjective,
-    ObjectiveError,
-    _rand,
-    mdm_corrupt,
-    mdm_loss,
-    save_backbone,
-)
+from dslbench.training.mdm_objective import MDMObjective, mdm_corrupt, mdm_loss
+from dslbench.training.objective import AdaptModule, LossOutput, ObjectiveError, draw_uniform, save_backbone
 
 SOFTMASK_PROB = 0.5  # softmasking_prob of every released config
 SOFTMASK_LR = 1e-2  # the released trainer's learning rate for the scalars
@@ -194,9 +186,9 @@ class SoftMaskObjective(MDMObjective):
         params: SoftMaskParams = module.extras[EXTRA_NAME]
         B = ids.shape[0]
         if self.per == "batch":
-            rows = (_rand((1,), generator, ids.device) < self.prob).expand(B)
+            rows = (draw_uniform((1,), generator, ids.device) < self.prob).expand(B)
         else:
-            rows = _rand((B,), generator, ids.device) < self.prob
+            rows = draw_uniform((B,), generator, ids.device) < self.prob
         blend_at = masked & rows[:, None]
         n_rows = int(rows.sum())
         if bool(blend_at.any()):

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from dslbench.training.data import Batch
-from dslbench.training.objectives import AdaptModule, LossOutput, Objective, ObjectiveError
+from dslbench.training.objective import AdaptModule, LossOutput, Objective, ObjectiveError
 
 UNIFORM_EPS = 1e-3
 FREEZE_ROUTER_CHOICES = ("yes", "no")

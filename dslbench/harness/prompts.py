@@ -1,0 +1,88 @@
+"""Prompts as a backend sees them: the chat template, tokenisation with BOS, left padding, and
+over-long prompts cut in the middle to fit ``max_length`` (counted, recorded and warned once)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class PromptMixin:
+    """Needs ``self.tokenizer``, ``self.info``, ``self.args``, ``self.max_length``, ``self.device``."""
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None) or ""
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"{self.NAME}: --apply_chat_template was given but {self.args['pretrained']} has no chat template"
+            )
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _encode_context(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        # Chat templates already start with BOS; plain prompts get one, as in pre-training.
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+        return ids
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.info.eos_id
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[i, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def _cut_range(n_tokens: int, budget: int, tail: int = 32) -> tuple[int, int]:
+        """The token positions ``[start, stop)`` that :meth:`_fit_prompt` drops (empty when it fits)."""
+        if n_tokens <= budget:
+            return n_tokens, n_tokens
+        tail = min(tail, budget // 4)
+        return budget - tail, n_tokens - tail
+
+    @classmethod
+    def _fit_prompt(cls, ids: list[int], budget: int, tail: int = 32) -> list[int]:
+        """Cut an over-long prompt in the middle: the head holds BOS, the chat header and the
+        instruction, the tail the end of the turn and the assistant header; the tokens dropped
+        are the end of the source document (their count goes into the per-sample record)."""
+        start, stop = cls._cut_range(len(ids), budget, tail)
+        return ids[:start] + ids[stop:]
+
+    def _dropped_text(self, prompt: str, ids: list[int], start: int, stop: int) -> str:
+        """The exact characters of ``prompt`` behind the dropped token positions ``[start, stop)``
+        of ``ids`` (its encoding; a BOS we prepended has no characters). Metrics use it to score
+        against the source the model saw; a slow tokenizer without offsets decodes the slice."""
+        if start >= stop:
+            return ""
+        try:
+            offsets = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        except (NotImplementedError, ValueError, KeyError):
+            return self.tokenizer.decode(ids[start:stop], skip_special_tokens=True)
+        shift = len(ids) - len(offsets)  # 1 when _encode_context prepended BOS
+        return prompt[offsets[start - shift][0] : offsets[stop - 1 - shift][1]]
+
+    def _warn_truncated(self) -> None:
+        """One warning per run (per generate_until call) with the count of cut prompts."""
+        counts = getattr(self, "_truncated", None)
+        if counts and counts[0]:
+            log.warning(
+                "%s: %d of %d prompts were longer than max_length=%d minus gen_length and were cut in "
+                "the middle (the end of the source document dropped); each sample's record holds "
+                "prompt_tokens_dropped and the task reports truncated_rate",
+                self.NAME, counts[0], counts[1], self.max_length,
+            )
+        self._truncated = [0, 0]

@@ -1,0 +1,16 @@
+"""What a backend's sampler hands back for one batch (:meth:`DiffusionBackend._sample`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SampleResult:
+    tokens: torch.Tensor  # [B, gen_length] generated span
+    # denoiser calls made for this batch (each call evaluates every row once), or one count per
+    # row when rows stop at different times (adaptive samplers: the calls each row needed)
+    nfe: int | tuple[int, ...]
+    extra: dict
