@@ -79,7 +79,7 @@ def keep_tokens(backend) -> dict:
 
 def run_batch(backend, contexts: list[list[int]], gen_kwargs: dict):
     """One generation batch through the backend's own path: (seconds, [(text, stats)])."""
-    from dslbench.harness.stats import split_stats
+    from dslbench.metrics.sample_stats import split_stats
 
     opts = backend.request_options(gen_kwargs)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import pandas as pd
 from dslbench.data.prompts import SYNTH_INSTRUCTION, summarization_prompt
 from dslbench.data.synth import make_summarization_examples
 from dslbench.harness.mdm_backend import MDMLLaDA
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.metrics.rouge import rouge
 
 # name -> mdm_llada args (the fixed low-confidence schedule is the reference)

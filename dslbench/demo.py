@@ -204,7 +204,7 @@ def winners(cells) -> str:
 
 
 def matrix_config(cfg: DemoConfig, paths: dict[str, Path], out: Path):
-    from dslbench.report.matrix import MatrixConfig, ModelSpec
+    from dslbench.runs.config import MatrixConfig, ModelSpec
 
     models = [
         ModelSpec(name, backend, {"pretrained": str(paths[key]), "seed": cfg.seed, **extra})
@@ -227,7 +227,7 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
     """Build (or reuse) the models, evaluate them, write the report; returns the matrix result.
 
     ``force`` re-evaluates every cell (models stay cached)."""
-    from dslbench.report.matrix import run_matrix
+    from dslbench.runs.matrix import run_matrix
 
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r}; allowed: {', '.join(PRESETS)}")
@@ -250,7 +250,7 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
         + f"Model building took {built:.0f} s (0 when cached). Demo configuration: `{json.dumps(asdict(cfg), default=str)}`."
     )
     config = matrix_config(cfg, paths, out)
-    result = run_matrix(config, force=force, log=lambda s: log(s), report=False)
+    result = run_matrix(config, force=force, log=lambda s: log(s))
     from dslbench.report.build import build_report
     from dslbench.report.load import load_runs
 

@@ -287,7 +287,7 @@ def test_cli_adapt_checkpoint_decodes_in_softmask_llada(tiny_ckpt, tmp_path):
 
     # (the lm_eval command line itself is covered for mdm in test_adapt_loop; here the backend directly)
     from dslbench.harness.softmask_backend import SoftMaskLLaDA
-    from dslbench.harness.stats import split_stats
+    from dslbench.metrics.sample_stats import split_stats
 
     b = SoftMaskLLaDA.create_from_arg_string(f"pretrained={out},gen_length=16,nfe=16")
     (resp,) = b.generate_until([_Req("summarize: the council met on monday.", {"return_stats": True})])

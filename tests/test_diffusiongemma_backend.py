@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dslbench.harness.diffusiongemma_backend import DiffusionGemma
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 
 
 class Req:

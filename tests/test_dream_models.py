@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dslbench.diffusion.denoiser import ModelDenoiser
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.models.loading import CheckpointFormatError, load_model
 from dslbench.models.saving import read_weights
 

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from dslbench.harness.dsl_backend import DSLLLaDA
 from dslbench.harness.mdm_backend import MDMLLaDA
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.models.dsl_checkpoint import DSL_KEYS, load_dsl_checkpoint, save_dsl_checkpoint
 from dslbench.models.loading import CheckpointFormatError
 from dslbench.models.saving import read_weights

@@ -258,11 +258,12 @@ def test_make_tiny_killed_anywhere_is_cleaned_up(tmp_path):
 
 
 def _leaderboard(tiny_ckpt, out: Path):
-    from dslbench.report.matrix import parse_config, run_matrix
+    from dslbench.cli import run_leaderboard
+    from dslbench.runs.config import parse_config
 
     raw = {"name": "fi", "limit": 2, "seed": 0, "budgets": [4], "tasks": ["dsl_summ_synth_{nfe}step"],
            "models": [{"name": "LLaDA", "backend": "mdm_llada", "model_args": {"pretrained": str(tiny_ckpt)}}]}
-    return lambda: run_matrix(parse_config(raw, out=out), log=lambda s: None, n_boot=20)
+    return lambda: run_leaderboard(parse_config(raw, out=out), log=lambda s: None, n_boot=20)
 
 
 @pytest.fixture(scope="module")

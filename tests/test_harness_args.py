@@ -7,7 +7,7 @@ import pytest
 from dslbench.harness.args import Arg, parse_args
 from dslbench.harness.base import DiffusionBackend
 from dslbench.harness.mdm_backend import MDM_ARGS, MDMLLaDA
-from dslbench.harness.stats import attach_stats, split_stats
+from dslbench.metrics.sample_stats import attach_stats, split_stats
 
 SPECS = {"nfe": Arg(16, int), "mode": Arg("a", str, ("a", "b")), "flag": Arg(False, bool), "t": Arg(0.0, float)}
 

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from dslbench.harness.run import DONE
-from dslbench.report.matrix import MatrixConfigError, parse_config, run_matrix
+from dslbench.cli import run_leaderboard
+from dslbench.runs.config import MatrixConfigError, parse_config
 from dslbench.runs.executors import FAULT_ENV, install_cell, parse_faults
 from tests.test_report import summ_samples, write_fake_run
 
@@ -65,7 +66,7 @@ def _leftovers(out: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- no Ray needed
 def test_dry_run_lists_pending_cells_and_their_cost(tmp_path):
     lines = []
-    res = run_matrix(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, dry_run=True,
+    res = run_leaderboard(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, dry_run=True,
                      log=lines.append)
     text = "\n".join(lines)
     assert res.ran == [] and not (tmp_path / "o" / "runs").exists()
@@ -74,15 +75,15 @@ def test_dry_run_lists_pending_cells_and_their_cost(tmp_path):
     assert "LLaDA @ fixed budget: dsl_repair_synth_random_10 | documents 3 | task's own budget" in text
     assert "total: 18 documents, 120 budgeted forward passes (+ the fixed-budget tasks)" in text
     # finished cells are not listed
-    run_matrix(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, report=False, **QUIET)
+    run_leaderboard(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, report=False, **QUIET)
     lines.clear()
-    run_matrix(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, dry_run=True, log=lines.append)
+    run_leaderboard(_config(tmp_path / "o", budgets=[4, 16], limit=3), evaluate=det_evaluate, dry_run=True, log=lines.append)
     assert lines[-1] == "dry run: nothing to do, every cell is finished" and len(lines) == 7  # + 6 "skipped"
     # the ray executor's dry run also shows what each cell asks the cluster for
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'dslbench[ray]')")
     models = [{**CONFIG["models"][0], "resources": {"num_gpus": 2}}, CONFIG["models"][1]]
     lines.clear()
-    run_matrix(_config(tmp_path / "r", models=models), evaluate=det_evaluate, executor="ray", dry_run=True, log=lines.append)
+    run_leaderboard(_config(tmp_path / "r", models=models), evaluate=det_evaluate, executor="ray", dry_run=True, log=lines.append)
     assert "  LLaDA @ NFE 4: dsl_summ_synth_4step | documents 2 | NFE 4 | forward passes 8 | resources {'num_gpus': 2}" in lines
     assert any(line.startswith("  LLaDA+EOS+Block @ NFE 4") and "resources default (1 GPU" in line for line in lines)
 
@@ -90,7 +91,7 @@ def test_dry_run_lists_pending_cells_and_their_cost(tmp_path):
 def test_ray_missing_is_refused_with_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(MatrixConfigError, match=r"pip install 'dslbench\[ray\]'"):
-        run_matrix(_config(tmp_path / "o"), evaluate=det_evaluate, executor="ray", **QUIET)
+        run_leaderboard(_config(tmp_path / "o"), evaluate=det_evaluate, executor="ray", **QUIET)
     assert not (tmp_path / "o").exists()
 
 
@@ -152,7 +153,7 @@ def test_data_parallel_inside_a_cell(tiny_ckpt, tmp_path):
         raw["models"][0]["processes"] = n
         out = tmp_path / f"p{n}"
         shutil.copytree(tiny_ckpt, out / "models" / "tiny-base-seed0")
-        res = run_matrix(parse_config(raw, out=out), log=lambda s: None, n_boot=20)
+        res = run_leaderboard(parse_config(raw, out=out), log=lambda s: None, n_boot=20)
         assert len(res.ran) == 1 and not list(out.rglob(".launch.json")) and _leftovers(out) == []
         csv[n] = (out / "leaderboard.csv").read_bytes()
     assert csv[2] == csv[1]
@@ -189,30 +190,30 @@ def test_ray_and_local_write_the_same_leaderboard(ray_cluster, tiny_ckpt, tmp_pa
         out = tmp_path / executor
         shutil.copytree(tiny_ckpt, out / "models" / "tiny-base-seed0")
         lines = []
-        res = run_matrix(parse_config(raw, out=out), executor=executor, log=lines.append, n_boot=50)
+        res = run_leaderboard(parse_config(raw, out=out), executor=executor, log=lines.append, n_boot=50)
         assert len(res.ran) == 2 and res.failed == []
         assert sum("[done " in line for line in lines) == 2 and "[done 2/2 | running 0 | failed 0 | left 0" in lines[-2]
         outs[executor] = out
     assert (outs["ray"] / "leaderboard.csv").read_bytes() == (outs["local"] / "leaderboard.csv").read_bytes()
     assert (outs["ray"] / "logs" / "LLaDA" / "nfe4.log").read_text().startswith(">>> attempt 1 of LLaDA @ NFE 4")
     assert _leftovers(outs["ray"]) == []
-    res = run_matrix(parse_config(raw, out=outs["ray"]), executor="ray", log=lambda s: None, n_boot=50)
+    res = run_leaderboard(parse_config(raw, out=outs["ray"]), executor="ray", log=lambda s: None, n_boot=50)
     assert res.ran == [] and len(res.skipped) == 2
 
 
 def test_killed_worker_is_retried(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "LLaDA/nfe4=exit:1")  # the first attempt's worker dies
     out = tmp_path / "o"
-    res = run_matrix(_config(out), evaluate=det_evaluate, executor="ray", max_retries=1, **QUIET)
+    res = run_leaderboard(_config(out), evaluate=det_evaluate, executor="ray", max_retries=1, **QUIET)
     assert res.failed == [] and len(res.ran) == 4
     log = (out / "logs" / "LLaDA" / "nfe4.log").read_text()
     assert log.count(">>> attempt ") == 2 and "<<< attempt 2: installed" in log
     assert _leftovers(out) == []
     ref = tmp_path / "local"
-    run_matrix(_config(ref), evaluate=det_evaluate, **QUIET)
+    run_leaderboard(_config(ref), evaluate=det_evaluate, **QUIET)
     assert (out / "leaderboard.csv").read_bytes() == (ref / "leaderboard.csv").read_bytes()
     # --force on Ray replaces every finished cell once (the outdated folder, named by inode)
-    res = run_matrix(_config(out), evaluate=det_evaluate, executor="ray", force=True, **QUIET)
+    res = run_leaderboard(_config(out), evaluate=det_evaluate, executor="ray", force=True, **QUIET)
     assert len(res.ran) == 4 and res.skipped == [] and _leftovers(out) == []
     assert len(list((out / "runs" / "LLaDA" / "nfe4").rglob("results_*.json"))) == 1
     assert (out / "leaderboard.csv").read_bytes() == (ref / "leaderboard.csv").read_bytes()
@@ -221,7 +222,7 @@ def test_killed_worker_is_retried(ray_cluster, tmp_path, monkeypatch):
 def test_failing_cell_reported_others_finish_rerun_completes(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "LLaDA_EOS_Block/nfe4=exit")  # every attempt dies
     out, lines = tmp_path / "o", []
-    res = run_matrix(_config(out), evaluate=det_evaluate, executor="ray", max_retries=1, log=lines.append, n_boot=20)
+    res = run_leaderboard(_config(out), evaluate=det_evaluate, executor="ray", max_retries=1, log=lines.append, n_boot=20)
     assert [f.cell.label for f in res.failed] == ["LLaDA+EOS+Block @ NFE 4"] and len(res.ran) == 3
     failure = res.failed[0]
     assert failure.attempts == 2 and failure.log == out / "logs" / "LLaDA_EOS_Block" / "nfe4.log"
@@ -230,7 +231,7 @@ def test_failing_cell_reported_others_finish_rerun_completes(ray_cluster, tmp_pa
     assert not (out / "runs" / "LLaDA_EOS_Block" / "nfe4").exists() and not (out / "leaderboard.csv").exists()
     assert _leftovers(out) == []
     monkeypatch.delenv(FAULT_ENV)
-    res = run_matrix(_config(out), evaluate=det_evaluate, executor="ray", **QUIET)
+    res = run_leaderboard(_config(out), evaluate=det_evaluate, executor="ray", **QUIET)
     assert [c.label for c in res.ran] == ["LLaDA+EOS+Block @ NFE 4"] and len(res.skipped) == 3
     assert (out / "leaderboard.csv").is_file()
 
@@ -238,8 +239,8 @@ def test_failing_cell_reported_others_finish_rerun_completes(ray_cluster, tmp_pa
 _DRIVER = """
 import sys
 from tests.test_leaderboard_executors import _config, det_evaluate
-from dslbench.report.matrix import run_matrix
-run_matrix(_config(__import__('pathlib').Path(sys.argv[1])), evaluate=det_evaluate, executor="ray",
+from dslbench.cli import run_leaderboard
+run_leaderboard(_config(__import__('pathlib').Path(sys.argv[1])), evaluate=det_evaluate, executor="ray",
            address=sys.argv[2], log=lambda s: print(s, flush=True), n_boot=20)
 """
 
@@ -259,9 +260,9 @@ def test_resume_after_the_driver_is_killed(ray_cluster, tmp_path):
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert not (out / "runs" / "LLaDA" / "fixed").exists() and not (out / "leaderboard.csv").exists()
-    res = run_matrix(_config(out), evaluate=det_evaluate, executor="ray", **QUIET)
+    res = run_leaderboard(_config(out), evaluate=det_evaluate, executor="ray", **QUIET)
     assert [c.label for c in res.ran] == ["LLaDA @ fixed budget"] and len(res.skipped) == 3
     assert _leftovers(out) == []
     ref = tmp_path / "local"
-    run_matrix(_config(ref), evaluate=det_evaluate, **QUIET)
+    run_leaderboard(_config(ref), evaluate=det_evaluate, **QUIET)
     assert (out / "leaderboard.csv").read_bytes() == (ref / "leaderboard.csv").read_bytes()

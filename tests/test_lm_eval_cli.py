@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from tests.shared_data import SHARED_DATA, needs
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

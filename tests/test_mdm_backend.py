@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dslbench.harness.mdm_backend import MDMLLaDA
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 
 
 class Req:

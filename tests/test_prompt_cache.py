@@ -13,7 +13,7 @@ from dslbench.diffusion.sde import dsl_generate
 from dslbench.harness.dsl_backend import DSLLLaDA
 from dslbench.harness.mdm_backend import MDMLLaDA
 from dslbench.harness.softmask_backend import SoftMaskLLaDA
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.models.llada import LLaDAModelLM
 from dslbench.models.tiny import tiny_config
 

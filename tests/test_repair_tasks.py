@@ -53,7 +53,7 @@ def test_synthetic_repair_reports_pooled_rates_and_one_forward(tiny_ckpt, task_m
 
 
 def test_corruption_is_identical_across_runs(tiny_ckpt, task_manager):
-    from dslbench.harness.stats import split_stats
+    from dslbench.metrics.sample_stats import split_stats
 
     runs = [_evaluate(tiny_ckpt, ["dsl_repair_synth_random_10"], task_manager, limit=2) for _ in range(2)]
     records = [[split_stats(s["resps"][0][0])[1] for s in r["samples"]["dsl_repair_synth_random_10"]] for r in runs]
@@ -112,7 +112,7 @@ def test_data_dir_may_be_a_parent_folder_or_a_list(monkeypatch, tmp_path):
 def test_corruption_is_identical_across_backends(tiny_ckpt):
     from dslbench.harness.mdm_backend import MDMLLaDA
     from dslbench.harness.softmask_backend import SoftMaskLLaDA
-    from dslbench.harness.stats import split_stats
+    from dslbench.metrics.sample_stats import split_stats
 
     class Req:
         def __init__(self, text):
@@ -141,7 +141,7 @@ def one_forward_argmax(model, ids: list[int]) -> list[int]:
 
 
 def repair_records(backend, mode="random", rate=0.3, **extra):
-    from dslbench.harness.stats import split_stats
+    from dslbench.metrics.sample_stats import split_stats
 
     class Req:
         def __init__(self, text):

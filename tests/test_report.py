@@ -427,7 +427,7 @@ def test_published_baselines_have_sources_and_are_marked(two_fake_runs, tmp_path
 
 
 def test_a_repair_variant_is_labelled_beside_the_published_figures(tmp_path):
-    from dslbench.harness.stats import attach_stats
+    from dslbench.metrics.sample_stats import attach_stats
 
     def repair_samples(protocol, fixed):
         return [{"fix_rate": [f, 4], "preserve_rate": [30, 36], "_key": f"p{i}",

@@ -13,7 +13,7 @@ from dslbench.diffusion.mdm import mdm_generate
 from dslbench.diffusion.remdm import RemdmConfig
 from dslbench.harness.dsl_backend import DSLLLaDA
 from dslbench.harness.mdm_backend import MDMLLaDA
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 
 PROMPTS = [
     "short one.",

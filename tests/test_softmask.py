@@ -23,7 +23,7 @@ from dslbench.diffusion.softmask import (
     save_softmask,
     softmask_generate,
 )
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 
 
 class TableDenoiser:

@@ -9,7 +9,7 @@ import pytest
 
 import dslbench.paths
 from dslbench.data.summarization import DATA_DIR_ENV, SummarizationDataError
-from dslbench.harness.stats import attach_stats
+from dslbench.metrics.sample_stats import attach_stats
 from dslbench.metrics.summary import SUMMARY_METRICS
 from tests.shared_data import SHARED_DATA, missing_reason, needs
 
@@ -178,7 +178,7 @@ def test_synth_task_builds_with_settable_size():
 def test_end_to_end_xsum_4step(shared_data, tiny_ckpt):
     import lm_eval
 
-    from dslbench.harness.stats import split_stats
+    from dslbench.metrics.sample_stats import split_stats
 
     out = lm_eval.simple_evaluate(
         model="mdm_llada",

@@ -15,16 +15,9 @@ from dslbench.diffusion.sde import SDEStepTrace, dsl_generate, plan_steps
 from dslbench.harness.dsl_backend import DSLLLaDA
 from dslbench.harness.mdm_backend import MDMLLaDA
 from dslbench.harness.softmask_backend import SoftMaskLLaDA
-from dslbench.report.trace import (
-    MASK_GLYPH,
-    TraceArgumentError,
-    adjacent_repeats,
-    check_request,
-    duplicate_commits,
-    first_eos,
-    trace_backend,
-    write_trace,
-)
+from dslbench.report.trace import adjacent_repeats, duplicate_commits, first_eos, render_trace
+from dslbench.runs.files import MASK_GLYPH, read_trace_json, write_trace_json
+from dslbench.runs.trace import TraceArgumentError, check_request, trace_backend
 
 PROMPT = "Summarize the following text in one sentence: the cat sat on the mat and looked at the dog."
 GEN = 16
@@ -218,7 +211,8 @@ def test_bad_arguments_name_the_argument():
 def test_page_is_self_contained_and_pngs_are_valid(traces, tmp_path):
     import matplotlib.image as mpimg
 
-    paths = write_trace(traces, tmp_path / "out", PROMPT)
+    rendered, paths = render_trace(write_trace_json(traces, tmp_path / "out", PROMPT))
+    assert rendered == traces
     page = paths["html"].read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
@@ -241,6 +235,15 @@ def test_page_is_self_contained_and_pngs_are_valid(traces, tmp_path):
 
     payload = json.loads(paths["json"].read_text())
     assert [len(b["rows"]) for b in payload["backends"]] == [len(t.rows) for t in traces]
+
+
+def test_trace_json_reads_back_as_recorded(traces, tmp_path):
+    """The report draws from the file, so the file must hold everything the recorder saw."""
+    path = write_trace_json(traces, tmp_path, PROMPT)
+    assert read_trace_json(path) == (traces, PROMPT)
+    path.write_text('{"prompt": "p"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a dslbench trace file"):
+        read_trace_json(path)
 
 
 # ------------------------------------------------------------------ CLI

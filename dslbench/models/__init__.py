@@ -2,6 +2,10 @@
 
 Import-light on purpose (no torch/transformers at import time); the public names below resolve
 lazily on first use.
+
+Layer: bottom. May import ``diffusion`` (the DSL modules a DSL checkpoint holds), ``data`` (the
+tiny tokenizer's corpus), ``metrics`` and the utilities; never ``training``, ``harness``, ``runs``,
+``report`` or the faces.
 """
 
 from __future__ import annotations

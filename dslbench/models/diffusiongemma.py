@@ -213,7 +213,7 @@ def build_tiny_diffusiongemma(tokenizer, seed: int = 0, **config_overrides: Any)
 
 def save_diffusiongemma(model, tokenizer, out: str | os.PathLike) -> Path:
     """``save_pretrained`` of model (with its generation config) and tokenizer, swapped into ``out`` atomically."""
-    from dslbench.models.tiny import staged_checkpoint_dir
+    from dslbench.models.staging import staged_checkpoint_dir
 
     with staged_checkpoint_dir(out) as tmp:
         model.save_pretrained(str(tmp))

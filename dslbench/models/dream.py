@@ -351,7 +351,7 @@ def build_tiny_dream(tokenizer, seed: int = 0, **config_overrides: Any):
 def save_dream_checkpoint(model, raw_config: dict[str, Any], tokenizer, out_dir: str | os.PathLike) -> Path:
     """Write a Dream-format directory (config.json, safetensors shards + index, tokenizer files) atomically."""
     from dslbench.models.saving import write_config_json, write_weights
-    from dslbench.models.tiny import staged_checkpoint_dir
+    from dslbench.models.staging import staged_checkpoint_dir
 
     out = Path(out_dir).expanduser().resolve()
     with staged_checkpoint_dir(out) as tmp:

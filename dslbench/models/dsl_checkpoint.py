@@ -99,7 +99,7 @@ def save_dsl_checkpoint(model, dsl, tokenizer, out_dir: str | os.PathLike, dsl_c
     differs from the learned beta is kept as ``beta_init`` when no ``beta_init`` is given.
     """
     from dslbench.models.saving import llada_config_json, write_config_json, write_weights
-    from dslbench.models.tiny import staged_checkpoint_dir
+    from dslbench.models.staging import staged_checkpoint_dir
 
     dsl_config = dict(dsl_config or {})
     objective = dsl_config.get("objective", "dsl")

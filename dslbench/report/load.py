@@ -33,10 +33,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.metrics.summary import SUMMARY_METRICS
-
-CELL_INFO = "cell.json"  # written by the leaderboard runner: {"name", "backend", "model_args", ...}
+from dslbench.runs.files import CELL_INFO
 
 EFFICIENCY_METRICS: tuple[str, ...] = ("nfe", "gen_tokens", "tokens_per_forward", "seconds_per_sample")
 TIMING_METRICS: tuple[str, ...] = ("seconds_per_sample",)  # wall clock: kept out of leaderboard.csv

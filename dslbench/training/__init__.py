@@ -8,6 +8,9 @@
 - ``configs/``: accelerate launch configs (DDP, DeepSpeed ZeRO-2/3, FSDP), see :func:`config_path`.
 
 Imports are lazy: ``import dslbench.training`` loads nothing heavy.
+
+Layer: above the bottom. May import ``models``, ``diffusion``, ``data``, ``metrics`` and the
+utilities; never ``harness`` (a sibling), ``runs``, ``report`` or the faces.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import logging
 import datasets
 
 from dslbench.data.repair import load_passages
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.metrics.repair import per_passage_rate, pooled_rate, repair_scores, undefined_passages
 
 log = logging.getLogger(__name__)

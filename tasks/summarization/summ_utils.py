@@ -21,7 +21,7 @@ import datasets
 from dslbench.data.prompts import SYNTH_INSTRUCTION, summarization_prompt
 from dslbench.data.summarization import DATASETS, load_examples
 from dslbench.data.synth import make_summarization_examples
-from dslbench.harness.stats import split_stats
+from dslbench.metrics.sample_stats import split_stats
 from dslbench.metrics.aggregate import count, mean_defined, pooled_ratio  # noqa: F401  (YAML aggregations)
 from dslbench.metrics.efficiency import efficiency, tokens_per_forward  # noqa: F401  (YAML aggregation)
 from dslbench.metrics.newsroom import source_seen

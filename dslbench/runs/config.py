@@ -1,0 +1,189 @@
+"""The leaderboard config (``dslbench leaderboard --config FILE``) and its plan of cells.
+
+Config (YAML)::
+
+    name: tiny                       # title of the report
+    output: results                  # runs/, models/, leaderboard.csv, report.* go here (--out overrides)
+    limit: 8                         # documents per task (null: all)
+    seed: 0
+    batch_size: 8
+    budgets: [4, 8, 16]              # NFE budgets substituted into tasks with {nfe}
+    tasks:
+      - dsl_summ_synth_{nfe}step     # one per budget
+      - dsl_repair_synth_random_10   # no {nfe}: evaluated once per model
+    headline_nfe: 16                 # optional
+    models:
+      - name: LLaDA                  # display name in every table and plot
+        backend: mdm_llada           # lm-eval --model
+        model_args: {pretrained: GSAI-ML/LLaDA-8B-Instruct}
+      - name: LLaDA+EOS+Block
+        backend: mdm_llada
+        model_args: {pretrained: GSAI-ML/LLaDA-8B-Instruct, logits_eos_inf: true, block_length: 32}
+        resources: {num_gpus: 1}     # optional: what one cell of this model asks Ray for (--executor ray)
+        processes: 1                 # optional: data-parallel ranks per cell (torchrun), for a model too slow for one device
+
+String model args may use ``${VAR}`` / ``${VAR:-default}`` (environment); an unset variable or a
+``<placeholder>`` is refused before anything runs, naming the model. ``pretrained: tiny:seed=N``
+(tiny LLaDA-format base) and ``tiny-dsl:seed=N`` (the same base with untrained DSL modules) are
+built under ``OUTPUT/models/`` on first use.
+
+A cell is one model at one budget (all its tasks at that budget in one lm-eval call), stored in
+``OUTPUT/runs/<model>/nfe<N>`` (``fixed`` for tasks without a budget) with lm-eval's own
+results / samples files, the runner's ``cell.json`` and ``evaluate_cell``'s ``done.json``. A cell
+is evaluated into a hidden ``.<cell>.partial`` folder and renamed into place when finished, so
+an interrupted run leaves no half cell behind; finished cells whose ``cell.json`` matches the
+config are skipped (resume), ``force=True`` redoes them.
+
+A cell's identity (``cell.json``) is what determines its numbers: the model (its backend and
+args), the tasks, budget, limit, seed, batch size and the dslbench / lm-eval / torch versions,
+never where the output folder lives: a checkpoint inside the output folder (the tiny models) is
+recorded relative to it, so moving the folder or spelling ``--out`` differently redoes nothing.
+Before the first cell, every model's backend and model args are checked against the backend's
+declared args (names, types, ranges), so a typo in the last model fails in seconds, not hours.
+
+Who runs the pending cells is an executor (``dslbench/runs/executors.py``): ``local`` (one after
+another in this process, the default) or ``ray`` (one Ray task per cell, across GPUs and nodes).
+This module reads and plans; model args are resolved and checked against the backends in
+:mod:`dslbench.runs.model_args`, the cells run in :mod:`dslbench.runs.matrix`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class MatrixConfigError(ValueError):
+    """A config the runner refuses; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    backend: str
+    model_args: dict[str, Any]
+    resources: dict[str, Any] | None = None  # Ray task options of one cell (--executor ray)
+    processes: int = 1  # data-parallel ranks per cell (torchrun, dslbench/runs/launch.py)
+
+
+@dataclass
+class MatrixConfig:
+    path: Path | None
+    name: str
+    output: Path
+    models: list[ModelSpec]
+    tasks: list[str]
+    budgets: list[int]
+    limit: int | float | None = None
+    seed: int = 0
+    batch_size: int = 1
+    headline_nfe: int = 16
+
+
+@dataclass
+class Cell:
+    model: ModelSpec
+    budget: int | None
+    tasks: list[str]
+    dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.name} @ {'NFE ' + str(self.budget) if self.budget is not None else 'fixed budget'}"
+
+
+# ----------------------------------------------------------------------------- config
+def slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return s or "model"
+
+
+def load_config(path: str | os.PathLike, out: str | os.PathLike | None = None) -> MatrixConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise MatrixConfigError(f"{path}: cannot read the leaderboard config ({err})") from None
+    return parse_config(raw, path, out)
+
+
+def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | None = None) -> MatrixConfig:
+    where = str(path) if path else "leaderboard config"
+
+    def fail(msg: str) -> MatrixConfigError:
+        return MatrixConfigError(f"{where}: {msg}")
+
+    if not isinstance(raw, dict):
+        raise fail("expected a mapping with models, tasks, budgets")
+    unknown = sorted(set(raw) - {"name", "output", "models", "tasks", "budgets", "limit", "seed", "batch_size", "headline_nfe", "description"})
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(unknown)}")
+    models_raw = raw.get("models")
+    if not isinstance(models_raw, list) or not models_raw:
+        raise fail("'models' must be a non-empty list of {name, backend, model_args}")
+    models, seen = [], set()
+    for i, m in enumerate(models_raw):
+        if not isinstance(m, dict) or not m.get("name") or not m.get("backend"):
+            raise fail(f"models[{i}] needs a name and a backend")
+        bad = sorted(set(m) - {"name", "backend", "model_args", "resources", "processes"})
+        if bad:
+            raise fail(f"models[{i}] ({m['name']}): unknown key(s) {', '.join(bad)}")
+        args = m.get("model_args") or {}
+        if not isinstance(args, dict):
+            raise fail(f"models[{i}] ({m['name']}): model_args must be a mapping")
+        if slug(str(m["name"])) in seen:
+            raise fail(f"models[{i}]: the name {m['name']!r} is used twice")
+        seen.add(slug(str(m["name"])))
+        resources = None
+        if m.get("resources") is not None:
+            from dslbench.runs.executors import check_resources
+
+            try:
+                resources = check_resources(m["resources"])
+            except ValueError as err:
+                raise fail(f"models[{i}] ({m['name']}): {err}") from None
+        processes = m.get("processes", 1)
+        if not (isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1):
+            raise fail(f"models[{i}] ({m['name']}): processes must be an integer >= 1, got {processes!r}")
+        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources, processes))
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise fail("'tasks' must be a non-empty list of task names (use {nfe} for the budget)")
+    budgets = raw.get("budgets") or []
+    if not isinstance(budgets, list) or not all(isinstance(b, int) and b > 0 for b in budgets):
+        raise fail("'budgets' must be a list of positive integers")
+    if any("{nfe}" in t for t in tasks) and not budgets:
+        raise fail("tasks use {nfe} but no budgets are given")
+    output = Path(out) if out is not None else Path(raw.get("output") or f"results/{path.stem if path else 'leaderboard'}")
+    limit = raw.get("limit")
+    if limit is not None and not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0):
+        raise fail("'limit' must be a positive number or null")
+    for key, low in (("seed", 0), ("batch_size", 1), ("headline_nfe", 1)):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise fail(f"'{key}' must be an integer >= {low}, got {value!r}")
+    return MatrixConfig(
+        path=path, name=str(raw.get("name") or (path.stem if path else "leaderboard")), output=output,
+        models=models, tasks=list(tasks), budgets=sorted(set(budgets)), limit=limit,
+        seed=int(raw.get("seed", 0)), batch_size=int(raw.get("batch_size", 1)),
+        headline_nfe=int(raw.get("headline_nfe", 16)),
+    )
+
+
+def plan(config: MatrixConfig) -> list[Cell]:
+    """The cells, in config order: per model, each budget, then the budget-free tasks."""
+    per_budget = [t for t in config.tasks if "{nfe}" in t]
+    fixed = [t for t in config.tasks if "{nfe}" not in t]
+    cells = []
+    for m in config.models:
+        base = config.output / "runs" / slug(m.name)
+        for b in config.budgets if per_budget else []:
+            cells.append(Cell(m, b, [t.replace("{nfe}", str(b)) for t in per_budget], base / f"nfe{b}"))
+        if fixed:
+            cells.append(Cell(m, None, list(fixed), base / "fixed"))
+    return cells

@@ -1,0 +1,185 @@
+"""The leaderboard runner: evaluates the pending cells of a config (``dslbench leaderboard``).
+
+A cell is one model at one budget (all its tasks at that budget in one lm-eval call), stored in
+``OUTPUT/runs/<model>/nfe<N>`` (``fixed`` for tasks without a budget) with lm-eval's own
+results / samples files, the runner's ``cell.json`` and ``evaluate_cell``'s ``done.json``. A cell
+is evaluated into a hidden ``.<cell>.partial`` folder and renamed into place when finished, so
+an interrupted run leaves no half cell behind; finished cells whose ``cell.json`` matches the
+config are skipped (resume), ``force=True`` redoes them. The config format and the cells' plan
+are in :mod:`dslbench.runs.config`; the report over the finished cells is written by the caller
+(``dslbench.cli.run_leaderboard``) with :mod:`dslbench.report.build`, which reads these files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dslbench import fsio
+from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, load_config, plan
+from dslbench.runs.files import CELL_INFO
+from dslbench.runs.model_args import expand_arg, check_config, resolve_model_args
+
+
+@dataclass
+class MatrixResult:
+    ran: list[Cell] = field(default_factory=list)
+    skipped: list[Cell] = field(default_factory=list)
+    failed: list = field(default_factory=list)  # CellFailure: cells an executor gave up on (Ray)
+    leaderboard: Path | None = None  # set by the caller that writes the report (dslbench.cli.run_leaderboard)
+    report: Any = None
+    config: MatrixConfig | None = None  # the config as run (output folder, --models selection)
+    cells: list[Cell] = field(default_factory=list)  # every cell of the plan, finished or not
+
+
+# ----------------------------------------------------------------------------- running
+OUTPUT_MARK = "<output>"  # a path inside the output folder, in a cell's identity
+
+
+def _portable(value: Any, output: Path) -> Any:
+    """A local path inside the output folder as ``<output>/rel``; anything else (a hub id, a
+    path elsewhere, ``tiny:seed=N``) unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value)
+    if not (path.is_absolute() or path.exists()):
+        return value  # not a local path (a relative hub id would otherwise resolve against the cwd)
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(output))
+    except ValueError:
+        return value
+    return f"{OUTPUT_MARK}/{rel.as_posix()}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the code that computes a cell's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("dslbench", "lm_eval", "torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def cell_description(cell: Cell, config: MatrixConfig) -> dict[str, Any]:
+    """The cell's identity: everything that determines its numbers and nothing about where the
+    output lives (``tiny:seed=N`` as written, other paths inside the output folder relative to it)."""
+    args = {k: _portable(expand_arg(cell.model.name, k, v), config.output) for k, v in cell.model.model_args.items()}
+    return {
+        "name": cell.model.name, "backend": cell.model.backend, "model_args": args,
+        "budget": cell.budget, "tasks": cell.tasks, "limit": config.limit, "seed": config.seed,
+        "batch_size": config.batch_size, "versions": versions(),
+    }
+
+
+def cell_finished(cell: Cell, expected: dict[str, Any]) -> bool:
+    """Finished = ``done.json`` present and ``cell.json`` describing the same work."""
+    from dslbench.harness.run import DONE
+
+    if not (cell.dir / DONE).is_file() or not (cell.dir / CELL_INFO).is_file():
+        return False
+    try:
+        have = json.loads((cell.dir / CELL_INFO).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return have == json.loads(json.dumps(expected))
+
+
+def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc: dict, evaluate: Callable,
+             partial: Path | None = None, install: Callable | None = None) -> Any:
+    """Evaluate one cell into ``.<cell>.partial`` and rename it into place once done: the inputs
+    in, the cell's files out, nothing else touched (another executor can call it as is). On any
+    failure the partial folder is removed and the cell stays pending."""
+    from dslbench.harness.run import DONE, write_json_atomic
+
+    # an executor whose attempts may overlap (Ray) gives each its own partial folder and installs it
+    partial = partial or cell.dir.parent / f".{cell.dir.name}.partial"
+    old = cell.dir.parent / f".{cell.dir.name}.old"
+    for p in (partial, old):
+        fsio.remove_tree(p)
+    partial.mkdir(parents=True)
+    try:
+        write_json_atomic(desc, partial / CELL_INFO)
+        evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=config.limit, seed=config.seed,
+                 batch_size=config.batch_size, force=True)
+        if not (partial / DONE).is_file():
+            raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if install is not None:
+        return install(partial, cell.dir)
+    if cell.dir.exists():
+        fsio.replace(cell.dir, old)
+    fsio.replace(partial, cell.dir)
+    fsio.remove_tree(old)
+
+
+def run_matrix(
+    config: MatrixConfig | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    evaluate: Callable | None = None,
+    models: list[str] | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    executor: str = "local",
+    address: str | None = None,
+    max_retries: int = 2,
+    retry_errors: bool = False,
+    dry_run: bool = False,
+) -> MatrixResult:
+    """Evaluate every unfinished cell (``executor``: local or ray); ``dry_run`` only lists what is
+    pending and its cost. The result names every cell of the plan (``cells``) for the report."""
+    from dslbench.runs.executors import make_executor
+
+    try:  # refuses a missing Ray before anything runs
+        runner = make_executor(executor, address, max_retries, retry_errors)
+    except ValueError as err:
+        raise MatrixConfigError(str(err)) from None
+    if not isinstance(config, MatrixConfig):
+        config = load_config(config, out)
+    elif out is not None:
+        config.output = Path(out)
+    if models:
+        unknown = sorted(set(models) - {m.name for m in config.models})
+        if unknown:
+            raise MatrixConfigError(f"--models: no model named {', '.join(unknown)} in the config "
+                                    f"(have: {', '.join(m.name for m in config.models)})")
+        config.models = [m for m in config.models if m.name in models]
+    if evaluate is None:
+        from dslbench.harness.run import evaluate_cell as evaluate
+    cells = plan(config)
+    check_config(config, cells)
+    result = MatrixResult(config=config, cells=cells)
+    models_dir = config.output / "models"
+    pending = []
+    for i, cell in enumerate(cells, 1):
+        desc = cell_description(cell, config)
+        if not force and cell_finished(cell, desc):
+            log(f"[{i}/{len(cells)}] {cell.label}: finished, skipped")
+            result.skipped.append(cell)
+            continue
+        pending.append((cell, desc))
+    if dry_run:
+        from dslbench.runs.cost import dry_run_lines
+
+        for line in dry_run_lines([c for c, _ in pending], config.limit, runner.name):
+            log(line)
+        return result
+    done = runner.run(pending, lambda c: resolve_model_args(c.model, models_dir, build=True),
+                      functools.partial(run_cell, config=config, evaluate=evaluate), config.output, log)
+    result.ran, result.failed = done.ran, done.failed
+    for f in result.failed:
+        log(f"failed: {f.cell.label} after {f.attempts} attempt(s): {f.error}; log: {f.log}")
+    if result.failed:
+        log(f"{len(result.failed)} cell(s) failed: no leaderboard written; a rerun evaluates only the missing cells")
+    return result

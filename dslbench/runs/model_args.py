@@ -1,0 +1,123 @@
+"""A leaderboard model's args: ``${VAR}`` expansion, the ``tiny:`` checkpoints built on first use,
+and the check of every model arg against its backend's declared args before anything runs."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, ModelSpec
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TINY = re.compile(r"^(tiny|tiny-dsl):seed=(\d+)$")
+
+
+def expand_arg(model: str, key: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in os.environ and os.environ[var] != "":
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise MatrixConfigError(f"model {model!r}: model arg {key} needs the environment variable {var} "
+                                f"(set {var}=<checkpoint path or hub id>)")
+
+    out = _ENV.sub(sub, value)
+    if re.search(r"<[^<>]+>", out):
+        raise MatrixConfigError(f"model {model!r}: model arg {key}={out!r} is a placeholder; put a real "
+                                "checkpoint path or hub id there")
+    return out
+
+
+def _tiny_checkpoint(kind: str, seed: int, models_dir: Path) -> Path:
+    from dslbench.models.tiny import make_tiny
+
+    base = models_dir / f"tiny-base-seed{seed}"
+    if not (base / "config.json").exists():
+        make_tiny(base, seed=seed)
+    if kind == "tiny":
+        return base
+    dsl_dir = models_dir / f"tiny-dsl-seed{seed}"
+    if not (dsl_dir / "dsl_config.json").exists():
+        from dslbench.diffusion.dsl import DSLModules
+        from dslbench.models.dsl_checkpoint import save_dsl_checkpoint
+        from dslbench.models.loading import load_llada
+
+        model, tokenizer, info = load_llada(base)
+        dsl = DSLModules(info.vocab_size, 16, model.config.d_model, beta_init=2.0, noise_seed=seed)
+        dsl.init_from_backbone(model.get_input_embeddings().weight, info.mask_id)
+        save_dsl_checkpoint(model, dsl, tokenizer, dsl_dir,
+                            {"beta_train": 2.0, "max_steps": 0, "data": "none (untrained DSL modules on the tiny base)"})
+    return dsl_dir
+
+
+def resolve_model_args(spec: ModelSpec, models_dir: Path, build: bool = True) -> dict[str, Any]:
+    args = {k: expand_arg(spec.name, k, v) for k, v in spec.model_args.items()}
+    pre = args.get("pretrained")
+    if isinstance(pre, str) and (m := _TINY.match(pre)):
+        path = models_dir / (f"tiny-base-seed{m.group(2)}" if m.group(1) == "tiny" else f"tiny-dsl-seed{m.group(2)}")
+        args["pretrained"] = str(_tiny_checkpoint(m.group(1), int(m.group(2)), models_dir) if build else path)
+    return args
+
+
+def _known_tasks() -> set[str] | None:
+    try:
+        from dslbench.paths import tasks_dir
+
+        root = tasks_dir()
+    except FileNotFoundError:
+        return None
+    names = set()
+    for f in root.rglob("*.yaml"):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if m := re.match(r"^(task|group):\s*([A-Za-z0-9_.-]+)\s*$", line):
+                names.add(m.group(2))
+    return names
+
+
+def _check_backend_args(spec: ModelSpec, args: dict[str, Any]) -> None:
+    """The backend exists and every model arg is one it declares, with an allowed value: the
+    same parsing the backend does when lm-eval creates it, without loading a model."""
+    import importlib
+
+    from dslbench._lm_eval_hook import BACKENDS
+    from dslbench.harness.args import parse_args
+
+    if spec.backend not in BACKENDS:
+        raise MatrixConfigError(f"model {spec.name!r}: unknown backend {spec.backend!r}; "
+                                f"choose one of: {', '.join(sorted(BACKENDS))}")
+    module, _, cls_name = BACKENDS[spec.backend].partition(":")
+    backend = getattr(importlib.import_module(module), cls_name)
+    from dslbench.harness.base import COMMON_ARGS
+
+    if not args.get("pretrained"):
+        raise MatrixConfigError(f"model {spec.name!r}: model_args needs pretrained (a checkpoint directory or hub id)")
+    try:
+        parse_args(spec.backend, {**COMMON_ARGS, **backend.SAMPLER_ARGS}, args)
+    except ValueError as err:
+        raise MatrixConfigError(f"model {spec.name!r}: {err}") from None
+
+
+def check_config(config: MatrixConfig, cells: list[Cell]) -> None:
+    """Refuse, before anything runs: unset variables / placeholders, unknown backends, model args
+    a backend does not declare or values outside their range, and unknown dslbench task names."""
+    problems = []
+    for m in config.models:
+        try:
+            _check_backend_args(m, resolve_model_args(m, config.output / "models", build=False))
+        except MatrixConfigError as err:
+            problems.append(str(err))
+    known = _known_tasks()
+    if known:
+        wanted = sorted({t for c in cells for t in c.tasks if t.startswith("dsl_")})
+        missing = [t for t in wanted if t not in known]
+        if missing:
+            problems.append(f"unknown dslbench task(s): {', '.join(missing)}")
+    if problems:
+        where = f"{config.path}: " if config.path else ""
+        raise MatrixConfigError(where + "; ".join(problems))
