@@ -28,7 +28,7 @@ from dslbench.harness.likelihood import LikelihoodMixin
 from dslbench.harness.prompts import PromptMixin
 from dslbench.harness.repair import REPAIR_KEYS, RepairMixin, repair_options
 from dslbench.harness.result import SampleResult
-from dslbench.harness.stats import attach_stats
+from dslbench.metrics.sample_stats import attach_stats
 
 __all__ = ["COMMON_ARGS", "DiffusionBackend", "SampleResult"]
 

@@ -10,7 +10,7 @@ import time
 import torch
 
 from dslbench.harness.result import SampleResult
-from dslbench.harness.stats import attach_stats
+from dslbench.metrics.sample_stats import attach_stats
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
-from dslbench.models.staging import recover_staged_checkpoint, staged_checkpoint_dir  # noqa: F401  (old path, training)
+from dslbench.models.staging import staged_checkpoint_dir
 from dslbench.models.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
 
 DEFAULT_TOKENIZER_VOCAB = 1024

@@ -74,7 +74,7 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
 def _leftovers(out: Path) -> list[Path]:
     """What a killed run leaves that no run continues from: temporary files, staging folders,
     half-written resume states and trash."""
-    from dslbench.models.tiny import recover_staged_checkpoint
+    from dslbench.models.staging import recover_staged_checkpoint
 
     if out.is_dir():
         recover_staged_checkpoint(out / STAGING)  # a final checkpoint moved aside is put back first
