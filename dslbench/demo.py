@@ -85,8 +85,12 @@ PRESETS: dict[str, DemoConfig] = {
     "demo": DemoConfig(pretrain_steps=350, pretrain_lr=8e-4, adapt_steps=80, adapt_lr=3e-4, budgets=(4, 8, 16),
                        controls=(DEMO_CONTROL,)),
     # dslbench regress: a pinned subset of the demo (a few minutes on 2 cores), every control path
+    # Its DSL model trains with the prompt clean (a named departure of the adaptation script): after
+    # 20 steps the released noised-prompt recipe leaves 11 of 12 NFE-16 outputs empty, which would
+    # pin next to nothing of the DSL sampler; the released recipe is pinned by its unit tests.
     "regress": DemoConfig(pretrain_steps=80, adapt_steps=20, train_docs=1500, budgets=(4, 16), limit=12,
-                          repair_tasks=("dsl_repair_synth_random_10",), controls=tuple(CONTROLS), diffusiongemma=True),
+                          repair_tasks=("dsl_repair_synth_random_10",), controls=tuple(CONTROLS), diffusiongemma=True,
+                          adapt_options={"mdm": {"mdm_loss_weight": "none"}, "dsl": {"dsl_prompt": "clean"}}),
     # unit tests of the pipeline itself
     "smoke": DemoConfig(d_model=32, n_layers=1, mlp_hidden_size=64, train_docs=64, batch_size=4, pretrain_steps=2,
                         adapt_steps=2, budgets=(4,), limit=2, repair_tasks=("dsl_repair_synth_random_10",),
