@@ -281,7 +281,7 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="documents per task (default: the preset's)")
     p.add_argument("--with-diffusiongemma", action="store_true",
                    help="add the from-scratch DiffusionGemma row trained with equal compute (demo preset: "
-                        "about 2x the compute of one LLaDA chain, +24 min measured on 2 loaded CPU cores; regress and smoke include it)")
+                        "about 2x the compute of one LLaDA chain, roughly doubling the model building; regress and smoke include it)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("regress", help="re-run a pinned small configuration and compare with committed expectations")

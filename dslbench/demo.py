@@ -53,8 +53,9 @@ class DemoConfig:
     # a tiny DiffusionGemma-format model (transformers' class, same width / depth, MoE 4 experts top-2,
     # canvas = response_len) trained from scratch with --objective uniform for pretrain_steps +
     # adapt_steps steps at the pre-training lr: the same data, batch and steps as base + adaptation.
-    # Off in the full demo (each of its 600 steps costs about 2x a LLaDA step: +24 min measured on 2 loaded cores,
-    # see README); on in regress and smoke (`dslbench demo --with-diffusiongemma` turns it on).
+    # Off in the full demo (each of its 430 steps costs about 2x a LLaDA step: it would roughly double
+    # the model building, past the demo's 3 minutes; README); on in regress and smoke
+    # (`dslbench demo --with-diffusiongemma` turns it on).
     diffusiongemma: bool = False
     # evaluation
     budgets: tuple[int, ...] = (4, 8, 16, 32)
