@@ -12,6 +12,21 @@ import torch
 from timing import PeakMemory, mib, sync
 
 
+def _timed(fn, spent: dict, key: str, after=None):
+    """``fn`` with its wall time added to ``spent[key]`` (``after`` runs before the clock stops)."""
+
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            if after is not None:
+                after()
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+
+    return wrapper
+
+
 def e2e_figures(ckpt: Path, size: dict, device: torch.device, workdir: Path) -> dict:
     """lm-eval end to end on ``dsl_summ_synth_16step`` (``limit`` documents, batch 8)."""
     from dslbench.harness import dsl_backend
@@ -21,34 +36,10 @@ def e2e_figures(ckpt: Path, size: dict, device: torch.device, workdir: Path) -> 
     spent = {"generate_until": 0.0, "sample": 0.0}
     orig_gen = DiffusionBackend.generate_until
     orig_sample = dsl_backend.DSLLLaDA._sample
-
-    def gen(self, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return orig_gen(self, *a, **k)
-        finally:
-            spent["generate_until"] += time.perf_counter() - t0
-
-    def sample(self, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return orig_sample(self, *a, **k)
-        finally:
-            sync(device)
-            spent["sample"] += time.perf_counter() - t0
-
     orig_init = dsl_backend.DSLLLaDA.__init__
-
-    def init(self, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return orig_init(self, *a, **k)
-        finally:
-            spent["load"] = spent.get("load", 0.0) + time.perf_counter() - t0
-
-    DiffusionBackend.generate_until = gen
-    dsl_backend.DSLLLaDA._sample = sample
-    dsl_backend.DSLLLaDA.__init__ = init
+    DiffusionBackend.generate_until = _timed(orig_gen, spent, "generate_until")
+    dsl_backend.DSLLLaDA._sample = _timed(orig_sample, spent, "sample", after=lambda: sync(device))
+    dsl_backend.DSLLLaDA.__init__ = _timed(orig_init, spent, "load")
     limit = size["e2e_limit"]
     runs = []
     try:

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny LLaDA-format checkpoint per test session (seeded, built offline)."""
+"""Shared fixtures: one tiny LLaDA-format checkpoint per test session (seeded, built offline), and
+the same backbone with untrained DSL modules."""
 
 from __future__ import annotations
 
@@ -22,3 +23,17 @@ def tiny_ckpt(tmp_path_factory):
     from dslbench.models.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def untrained_dsl_ckpt(tiny_ckpt, tmp_path_factory):
+    """``tiny_ckpt`` with freshly initialised DSL modules (noise dim 16), in the DSL checkpoint layout."""
+    from dslbench.diffusion.dsl import DSLModules
+    from dslbench.models.dsl_checkpoint import save_dsl_checkpoint
+    from dslbench.models.loading import load_llada
+
+    model, tokenizer, info = load_llada(tiny_ckpt)
+    dsl = DSLModules(info.vocab_size, 16, model.config.d_model, beta_init=2.0, noise_seed=7)
+    dsl.init_from_backbone(model.get_input_embeddings().weight, info.mask_id)
+    out = tmp_path_factory.mktemp("untrained-dsl") / "dsl"
+    return save_dsl_checkpoint(model, dsl, tokenizer, out, {"beta_train": 2.0, "max_steps": 0, "data": "none"})

@@ -12,6 +12,7 @@ import torch
 
 from dslbench.training.data import TokenIds, collate_pairs, encode_pairs
 from dslbench.training.objectives import AdaptModule, ObjectiveError, make_objective, response_token_loss
+from tests.spies import capture_logits
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +59,7 @@ def test_dsl_loss_reduces_the_response_cross_entropy_of_ragged_rows(tiny_dir, no
     module, tokenizer, info = _module(tiny_dir, noise_dim=8, dsl_loss_norm=norm)
     batch = _batch(tokenizer, info)
     batch.response_mask[0, batch.response_mask[0].nonzero()[:5, 0]] = False  # row 0: 5 fewer loss tokens
-    captured = {}
-    original = module.logits
-
-    def spy(**kw):
-        captured["logits"] = original(**kw)
-        return captured["logits"]
-
-    module.logits = spy
+    captured = capture_logits(module)
     with torch.no_grad():
         out = module(batch.input_ids, batch.attention_mask, batch.response_mask, torch.Generator().manual_seed(1))
     resp = batch.response_mask

@@ -26,6 +26,7 @@ from dslbench.training.objectives import (
     mdm_loss,
     place_response_values,
 )
+from tests.spies import capture_logits
 
 IDS = TokenIds(bos=0, eos=1, eot=2, pad=6)
 
@@ -190,14 +191,7 @@ def test_dsl_step_float32_response_only_and_frozen_parameters(tiny, prompt):
 def test_dsl_loss_equals_mean_response_cross_entropy(tiny):
     module, tokenizer, info = _module(tiny, "dsl", noise_dim=16)
     batch = _batch(tokenizer, info)
-    captured = {}
-    original = module.logits
-
-    def spy(**kw):
-        captured["logits"] = original(**kw)
-        return captured["logits"]
-
-    module.logits = spy
+    captured = capture_logits(module)
     with torch.no_grad():
         out = module(batch.input_ids, batch.attention_mask, batch.response_mask, torch.Generator().manual_seed(3))
     logits, resp = captured["logits"].float(), batch.response_mask

@@ -36,19 +36,6 @@ def _backend_text(lm, nfe: int, gen_length: int = GEN) -> str:
 
 
 @pytest.fixture(scope="module")
-def dsl_ckpt(tiny_ckpt, tmp_path_factory):
-    from dslbench.diffusion.dsl import DSLModules
-    from dslbench.models.dsl_checkpoint import save_dsl_checkpoint
-    from dslbench.models.loading import load_llada
-
-    model, tokenizer, info = load_llada(tiny_ckpt)
-    dsl = DSLModules(info.vocab_size, 16, model.config.d_model, beta_init=2.0, noise_seed=7)
-    dsl.init_from_backbone(model.get_input_embeddings().weight, info.mask_id)
-    out = tmp_path_factory.mktemp("trace-dsl") / "dsl-ckpt"
-    return save_dsl_checkpoint(model, dsl, tokenizer, out, {"beta_train": 2.0, "max_steps": 0, "data": "none"})
-
-
-@pytest.fixture(scope="module")
 def mdm(tiny_ckpt):
     return MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt}", {"batch_size": 1})
 
@@ -60,17 +47,17 @@ def softmask(tiny_ckpt):
 
 
 @pytest.fixture(scope="module")
-def dsl(dsl_ckpt):
-    return DSLLLaDA.create_from_arg_string(f"pretrained={dsl_ckpt}", {"batch_size": 1})
+def dsl(untrained_dsl_ckpt):
+    return DSLLLaDA.create_from_arg_string(f"pretrained={untrained_dsl_ckpt}", {"batch_size": 1})
 
 
 @pytest.fixture(scope="module")
-def traces(mdm, softmask, dsl, tiny_ckpt, dsl_ckpt):
+def traces(mdm, softmask, dsl, tiny_ckpt, untrained_dsl_ckpt):
     return [
         trace_backend("mdm_llada", f"pretrained={tiny_ckpt}", PROMPT, nfe=4, gen_length=GEN, backend=mdm),
         trace_backend("softmask_llada", f"pretrained={tiny_ckpt},scale=0.6,centre=-7.0", PROMPT, nfe=4,
                       gen_length=GEN, backend=softmask),
-        trace_backend("dsl_llada", f"pretrained={dsl_ckpt}", PROMPT, nfe=8, gen_length=GEN, backend=dsl),
+        trace_backend("dsl_llada", f"pretrained={untrained_dsl_ckpt}", PROMPT, nfe=8, gen_length=GEN, backend=dsl),
     ]
 
 
@@ -146,8 +133,8 @@ def test_softmask_trace_shows_lambda_and_matches_the_backend(traces, softmask):
 
 # ------------------------------------------------------------------ DSL
 @pytest.mark.parametrize("nfe,calls", [(8, [2, 4, 6, 7, 8]), (5, [2, 4, 5]), (2, [1, 2]), (1, [1])])
-def test_dsl_trace_rows_follow_the_step_plan(dsl, dsl_ckpt, nfe, calls):
-    trace = trace_backend("dsl_llada", f"pretrained={dsl_ckpt}", PROMPT, nfe=nfe, gen_length=GEN, backend=dsl)
+def test_dsl_trace_rows_follow_the_step_plan(dsl, untrained_dsl_ckpt, nfe, calls):
+    trace = trace_backend("dsl_llada", f"pretrained={untrained_dsl_ckpt}", PROMPT, nfe=nfe, gen_length=GEN, backend=dsl)
     plan = plan_steps(nfe)
     assert trace.nfe == nfe == plan.calls and trace.steps == plan.steps
     assert len(trace.rows) == plan.steps + 1 and [r.nfe for r in trace.rows] == calls
@@ -247,12 +234,12 @@ def test_trace_json_reads_back_as_recorded(traces, tmp_path):
 
 
 # ------------------------------------------------------------------ CLI
-def test_cli_end_to_end_on_tiny_checkpoints(tiny_ckpt, dsl_ckpt, tmp_path, capsys):
+def test_cli_end_to_end_on_tiny_checkpoints(tiny_ckpt, untrained_dsl_ckpt, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main([
         "trace", "--backend", "mdm_llada,softmask_llada", "--model-args", f"pretrained={tiny_ckpt}",
         "--model-args", f"pretrained={tiny_ckpt},scale=0.3", "--compare", "dsl_llada",
-        "--model-args", f"pretrained={dsl_ckpt}", "--prompt", PROMPT, "--nfe", "4", "--gen-length", "8",
+        "--model-args", f"pretrained={untrained_dsl_ckpt}", "--prompt", PROMPT, "--nfe", "4", "--gen-length", "8",
         "--chat", "--out", str(out),
     ])
     printed = capsys.readouterr().out

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dslbench.diffusion import rng
+
 # Published hyper-parameters of the training schedule.
 ROAR_PROB = 0.1
 SNR_MAX = 100.0  # revealed ROAR tokens: U[0.8, 1.0] * SNR_MAX
@@ -47,20 +49,6 @@ ROAR_REVEALED_LOW = 0.8
 LOGNORMAL_MU = 1.69
 LOGNORMAL_SIGMA = 0.9
 LOGNORMAL_MAX = 40.0
-
-
-def _randn(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Normal draws made on the generator's device (so a CPU seed gives the same numbers whatever
-    device the result lives on), then moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    out = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
-    return out.to(device) if device is not None else out
-
-
-def _rand(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else device
-    out = torch.rand(shape, generator=generator, device=gen_device, dtype=dtype)
-    return out.to(device) if device is not None else out
 
 
 def make_noise_embedding(vocab_size: int, dim: int = 100, seed: int = 0) -> torch.Tensor:
@@ -90,7 +78,7 @@ def channel(
     g = g.expand(ids.shape)
     if bool((g < 0).any()):
         raise ValueError("SNR values must be >= 0")
-    eps = _randn(x.shape, generator, device=ids.device)
+    eps = rng.randn(x.shape, generator, device=ids.device)
     return g[..., None] * x + g.sqrt()[..., None] * eps
 
 
@@ -124,22 +112,22 @@ def sample_training_snr(
         raise ValueError(f"roar_prob={roar_prob} must lie in [0, 1]")
     if lognormal_per not in ("token", "sequence"):
         raise ValueError(f"lognormal_per={lognormal_per!r}; allowed: 'token', 'sequence'")
-    is_roar = _rand((batch,), generator) < roar_prob
+    is_roar = rng.rand((batch,), generator) < roar_prob
 
     # Log-normal part (drawn for every row, then replaced on ROAR rows: fixed draw order).
     if lognormal_per == "token":
-        log_g = _randn((batch, length), generator) * sigma + mu
+        log_g = rng.randn((batch, length), generator) * sigma + mu
     else:
-        log_g = (_randn((batch, 1), generator) * sigma + mu).expand(batch, length)
+        log_g = (rng.randn((batch, 1), generator) * sigma + mu).expand(batch, length)
     snr = log_g.exp().clamp(max=lognormal_max)
 
     # ROAR part: k ~ U{0..L-1} revealed positions in a uniformly random order.
     gen_device = generator.device if generator is not None else None
     k = torch.randint(0, length, (batch,), generator=generator, device=gen_device).cpu()
-    order = _rand((batch, length), generator).argsort(dim=1).argsort(dim=1)  # rank of each position
+    order = rng.rand((batch, length), generator).argsort(dim=1).argsort(dim=1)  # rank of each position
     revealed = order < k[:, None]
-    high = snr_max * (ROAR_REVEALED_LOW + (1.0 - ROAR_REVEALED_LOW) * _rand((batch, length), generator))
-    low = _rand((batch, length), generator)
+    high = snr_max * (ROAR_REVEALED_LOW + (1.0 - ROAR_REVEALED_LOW) * rng.rand((batch, length), generator))
+    low = rng.rand((batch, length), generator)
     roar = torch.where(revealed, high, low)
 
     snr = torch.where(is_roar[:, None], roar, snr).contiguous()

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dslbench.diffusion import rng
 from dslbench.training.data import Batch
 
 FREEZE_HEAD_CHOICES = ("auto", "yes", "no")
@@ -91,8 +92,8 @@ class AdaptModule(nn.Module):
 
 
 def draw_uniform(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+    """Uniform draws made on the generator's device, then moved to ``device``."""
+    return rng.rand(shape, generator, device=device)
 
 
 def head_parameters(backbone: nn.Module) -> list[nn.Parameter]:
