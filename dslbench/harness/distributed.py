@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any
 
@@ -23,6 +24,16 @@ def resolve_device(device: str) -> torch.device:
         log.warning("device=%s requested but CUDA is not available: using cpu", device)
         return torch.device("cpu")
     return dev
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before interpreter shutdown does: left to it, a gloo rank can
+    abort ("terminate called without an active exception") after its work and files are done,
+    and the launcher then reports the whole run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launched_world_size() -> int:
@@ -54,6 +65,7 @@ class DistributedMixin:
             from accelerate import Accelerator
 
             self.accelerator = Accelerator(cpu=device.type == "cpu")
+            atexit.register(_close_process_group)
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
             if self._world_size != launched:
