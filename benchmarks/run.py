@@ -145,7 +145,9 @@ def main(argv=None) -> int:
             res["memory"] = memory.memory_figures(ckpts, size, device)
         if "diffusiongemma" in parts:
             res["sampler_diffusiongemma"] = diffusiongemma.diffusiongemma_figures(ckpts["mdm_llada"], size, device, workdir)
-            res[f"sampler_overhead.diffusiongemma.b{size['overhead_batch']}"] = res["sampler_diffusiongemma"]["overhead"]
+            for draw in ("all", "accepted"):
+                key = "diffusiongemma" if draw == "all" else "diffusiongemma+accepted"
+                res[f"sampler_overhead.{key}.b{size['overhead_batch']}"] = res["sampler_diffusiongemma"][draw]["overhead"]
     res["total_s"] = round(time.perf_counter() - t_start, 1)
     if "sampler" in res:
         res.update(flat_overheads(res))

@@ -35,5 +35,6 @@ def test_benchmark_smoke(tmp_path):
     assert {"train.mdm", "train.dsl", "train.softmask"} <= set(res["memory"])
     assert "| dsl_llada |" in proc.stdout
     dg = res["sampler_diffusiongemma"]
-    assert res[f"sampler_overhead.diffusiongemma.b{dg['batch']}"] > 1 and dg["nfe"] == res["sizes"]["nfe"]
-    assert "diffusiongemma (transformers' generate" in proc.stdout
+    for key in ("diffusiongemma", "diffusiongemma+accepted"):
+        assert res[f"sampler_overhead.{key}.b{dg['batch']}"] > 1 and dg["nfe"] == res["sizes"]["nfe"]
+    assert "diffusiongemma (entropy-bound loop" in proc.stdout and "draw=accepted" in proc.stdout

@@ -3,6 +3,8 @@ transformers' own ``generate`` and forward pass."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -41,18 +43,95 @@ def _decoder_counter(model):
     return calls, handle
 
 
-def test_native_tokens_equal_transformers_generate(backend):
-    # canvas_length 32: gen_length 40 takes two canvases, 4 steps each; the tail of the second is dropped
-    ids, mask = _prompt(backend, ["summarize: the council met.", "a longer prompt about the river project"])
-    opts = {"gen_length": 40, "nfe": 8, "stopping": "native"}
-    gen = torch.Generator().manual_seed(123)
+@contextlib.contextmanager
+def steered(model, strength=14.0):
+    """The model's forward with a pull towards a fixed canvas that grows as the canvas holds more of
+    it, so adaptive stopping fires at a step that depends on the draws. Both transformers' generate
+    and the backend call the model's forward, so both see the same model."""
+    inner, V = model.forward, model.config.text_config.vocab_size
+
+    def forward(*args, decoder_input_ids=None, **kwargs):
+        out = inner(*args, decoder_input_ids=decoder_input_ids, **kwargs)
+        if decoder_input_ids is not None:
+            target = (torch.arange(decoder_input_ids.shape[1]) * 7 + 30) % V
+            share = (decoder_input_ids == target).float().mean(-1)[:, None, None]
+            out.logits = out.logits + strength * (0.3 + share) * torch.nn.functional.one_hot(target, V)
+        return out
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        del model.forward
+
+
+@contextlib.contextmanager
+def generation_config(model, **values):
+    config = model.generation_config
+    saved = {k: getattr(config, k) for k in values}
+    for k, v in values.items():
+        setattr(config, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(config, k, v)
+
+
+def _alone_and_generate(backend, text, gen_length, nfe, seed):
+    ids, mask = _prompt(backend, [text])
+    steps = nfe // -(-gen_length // backend.info.canvas_length)
     with torch.inference_mode():
-        ours = backend._sample(ids, mask, opts, gen)
-    torch.manual_seed(123)
-    ref = backend.model.generate(ids, attention_mask=mask, max_new_tokens=40, max_denoising_steps=4)
-    assert torch.equal(ours.tokens, ref.sequences[:, ids.shape[1]: ids.shape[1] + 40])
-    assert 1 <= ours.nfe <= 8 and ours.extra["steps_per_canvas"] == 4 and ours.extra["canvases"] == 2
-    assert ours.extra["encoder_passes"] >= 1
+        ours = backend._sample(ids, mask, {"gen_length": gen_length, "nfe": nfe, "stopping": "native", "draw": "all"},
+                               torch.Generator().manual_seed(seed))
+        torch.manual_seed(seed)
+        ref = backend.model.generate(ids, attention_mask=mask, max_new_tokens=gen_length, max_denoising_steps=steps)
+    return ours, ref.sequences[:, ids.shape[1]: ids.shape[1] + gen_length]
+
+
+@pytest.mark.parametrize("case", ["plain", "stopping", "eos"])
+def test_native_tokens_equal_transformers_generate_for_a_batch_of_one(backend, case):
+    # canvas_length 32: gen_length 72 takes three canvases, 8 steps each; the tail of the last is dropped.
+    # plain: every step runs; stopping: the steered model becomes stable and confident mid-canvas;
+    # eos: an EOS inside the second canvas ends the row (pad after it, no third canvas)
+    texts = ["summarize: the council met.", "a longer prompt about the river project"]
+    ctx = contextlib.ExitStack()
+    with ctx:
+        if case != "plain":
+            ctx.enter_context(steered(backend.model))
+            ctx.enter_context(generation_config(backend.model, stability_threshold=1, confidence_threshold=3.0))
+        if case == "eos":
+            plain, _ = _alone_and_generate(backend, texts[0], 72, 24, seed=123)
+            ctx.enter_context(generation_config(backend.model, eos_token_id=[int(plain.tokens[0, 40])]))
+        for text in texts:
+            ours, ref = _alone_and_generate(backend, text, 72, 24, seed=123)
+            assert torch.equal(ours.tokens[:, : ref.shape[1]], ref)
+            assert (ours.tokens[:, ref.shape[1]:] == backend.info.pad_id).all()  # canvases generate never made
+            assert ours.extra["steps_per_canvas"] == 8 and ours.extra["canvases"] == 3
+            if case == "plain":
+                assert ours.nfe == (24,)
+            if case == "stopping":
+                assert 3 <= ours.nfe[0] < 24  # stopped early in some canvas
+            if case == "eos":
+                assert ref.shape[1] <= 64 and backend.info.pad_id in ours.tokens[0].tolist()
+                assert ours.row_extra[0]["canvases_denoised"] == ref.shape[1] // 32 == ours.row_extra[0]["encoder_passes"]
+
+
+def test_a_document_gets_the_same_sample_and_nfe_in_any_batch(backend, dg_ckpt):
+    texts = ["one prompt", "a second, longer prompt about rivers and the council budget", "x", "fourth prompt here"]
+    gk = {"nfe": 16, "gen_length": 64, "return_stats": True, "until": []}
+    with steered(backend.model), generation_config(backend.model, stability_threshold=1, confidence_threshold=3.0):
+        by_batch = {}
+        for batch in (1, 3, 4):
+            be = DiffusionGemma.create_from_arg_string(f"pretrained={dg_ckpt},seed=7", {"batch_size": batch})
+            be.model, be.denoiser = backend.model, backend.denoiser  # the steered weights
+            by_batch[batch] = [split_stats(r) for r in be.generate_until([Req(t, gk) for t in texts])]
+    one = by_batch[1]
+    for batch in (3, 4):
+        assert [t for t, _ in by_batch[batch]] == [t for t, _ in one]
+        keys = ("nfe", "encoder_passes", "canvases_denoised")
+        assert [[s[k] for k in keys] for _, s in by_batch[batch]] == [[s[k] for k in keys] for _, s in one]
+    assert len({s["nfe"] for _, s in one}) > 1  # rows stop at their own step, counted per row
 
 
 def test_native_record_and_same_seed_same_text(backend):
@@ -77,6 +156,7 @@ def test_stopping_none_spends_exactly_the_budget(backend):
     for resp in out:
         stats = split_stats(resp)[1]
         assert stats["nfe"] == 6 and stats["steps_per_canvas"] == 3 and stats["encoder_passes"] == 2
+        assert stats["draw"] == "all"
 
 
 def test_repair_is_one_decoder_pass_and_argmax(backend):
@@ -105,6 +185,8 @@ def test_bad_args_are_clear(dg_ckpt, backend):
         DiffusionGemma.create_from_arg_string(f"pretrained={dg_ckpt},stopping=early")
     with pytest.raises(ValueError, match="nfe=7 cannot be split evenly over the 2 canvas"):
         DiffusionGemma.create_from_arg_string(f"pretrained={dg_ckpt},nfe=7,gen_length=64")
+    with pytest.raises(ValueError, match="draw='some' is not allowed; choose one of: all, accepted"):
+        DiffusionGemma.create_from_arg_string(f"pretrained={dg_ckpt},draw=some")
     with pytest.raises(ValueError, match="prompt_cache"):
         DiffusionGemma.create_from_arg_string(f"pretrained={dg_ckpt},prompt_cache=true")
     with pytest.raises(ValueError, match="repair_nfe=2"):

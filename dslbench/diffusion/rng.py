@@ -56,3 +56,27 @@ def rand(shape, generator: Generators, device=None, dtype=torch.float32) -> torc
 def randn(shape, generator: Generators, device=None, dtype=torch.float32) -> torch.Tensor:
     """Standard normal draws of ``shape`` (per-row generators: row b from ``generator[b]``), on ``device``."""
     return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def randint(high: int, shape, generator: Generators, device=None) -> torch.Tensor:
+    """Integers uniform in ``[0, high)`` of ``shape`` (per-row generators: row b from ``generator[b]``)."""
+    return _draw(lambda s, **kw: torch.randint(0, high, s, **kw), shape, generator, device, torch.long)
+
+
+def exponential(shape, generator: Generators, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Exp(1) draws of ``shape`` (per-row generators: row b from ``generator[b]``), on ``device``."""
+
+    def fill(s, generator=None, device=None, dtype=None):
+        return torch.empty(s, device=device, dtype=dtype).exponential_(1.0, generator=generator)
+
+    return _draw(fill, shape, generator, device, dtype)
+
+
+def categorical(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """One draw per row of ``probs`` [..., V] (per-row generators: ``probs[b]`` from ``generator[b]``).
+
+    ``argmax(p / q)``, ``q ~ Exp(1)``: how torch's CPU ``multinomial(p, 1)`` draws (its Gumbel-max
+    fast path), so one generator gives exactly the tokens ``torch.multinomial`` gives it, while each
+    row can have its own stream."""
+    q = exponential(probs.shape, generator, device=probs.device, dtype=probs.dtype)
+    return (probs / q).argmax(dim=-1)

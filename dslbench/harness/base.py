@@ -56,6 +56,9 @@ _REQUEST_KEYS = {"until", "max_gen_toks", "do_sample", "return_stats"}
 class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMixin, LM):
     NAME = "diffusion"
     SAMPLER_ARGS: dict[str, Arg] = {}
+    # where the per-row generators live: the CPU (the released samplers' streams), or the model's
+    # device for a sampler that draws over the whole vocabulary at every step
+    RNG_ON_MODEL_DEVICE = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -279,7 +282,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         counts = getattr(self, "_truncated", None) or [0, 0]
         self._truncated = [counts[0] + sum(stop > start for start, stop in cuts), counts[1] + len(cuts)]
         prompt_ids, prompt_mask = self._left_pad(fitted)
-        generators = row_generators(seeds)
+        generators = row_generators(seeds, device=self.device if self.RNG_ON_MODEL_DEVICE else "cpu")
         start = time.perf_counter()
         self._cache_seam = None
         with torch.inference_mode():  # no autograd bookkeeping: the sampler's tensors never need it
@@ -308,6 +311,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
                     "prompt_tokens_dropped": cuts[row][1] - cuts[row][0],
                     "prompt_dropped_text": dropped_text[row],
                     **result.extra,
+                    **(result.row_extra[row] if result.row_extra else {}),
                 }
                 text = attach_stats(text, stats)
             texts.append(text)

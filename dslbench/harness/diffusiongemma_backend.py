@@ -1,20 +1,22 @@
 """``diffusiongemma``: transformers' DiffusionGemma block-diffusion models, measured at fixed budgets.
 
-Generation is transformers' own ``model.generate`` (entropy-bound sampler, linear temperature
-schedule, self-conditioning, adaptive stopping), steered only through its generation config; the
-NFE is counted at the canvas decoder by :class:`~dslbench.models.diffusiongemma.CanvasDecoderSeam`.
+The model is transformers' ``DiffusionGemmaForBlockDiffusion`` (its encoder, decoder and output
+head, driven through :class:`~dslbench.models.diffusiongemma.CanvasDecoderSeam`); the sampling
+loop is :func:`~dslbench.diffusion.entropy_bound.entropy_bound_generate`, ``generate``'s loop step
+for step (entropy-bound sampler, linear temperature schedule, self-conditioning, adaptive
+stopping, EOS end; a batch of one is token-identical to ``generate``) with one random stream per
+row, so a document's sample does not depend on its batch.
 
 * One NFE = one canvas-decoder evaluation (a denoising step of one canvas, self-conditioning
-  included: it is an input of the same call). Prompt-encoder passes are recorded apart
-  (``encoder_passes``).
+  included: it is an input of the same call), counted per row while the row is denoising.
+  Prompt-encoder passes are recorded apart (``encoder_passes``).
 * A generation of ``gen_length`` tokens takes ``ceil(gen_length / canvas_length)`` canvases; the
   budget ``nfe`` is split evenly: ``max_denoising_steps = nfe / canvases`` per canvas (it must
   divide). Tokens of the last canvas beyond ``gen_length`` are generated but not kept.
 * ``stopping=native``: the checkpoint's generation config as is (adaptive stopping may end a canvas
-  early, EOS may end the generation early); the measured NFE is recorded and is <= ``nfe``.
-* ``stopping=none``: exactly ``nfe`` decoder evaluations: adaptive stopping can never fire
-  (``stability_threshold`` = steps + 1 > the steps there are) and EOS does not end the generation
-  early (``eos_token_id=None``; the text is still cut at the first EOS afterwards).
+  early, EOS ends the generation early); the measured NFE is recorded and is <= ``nfe``.
+* ``stopping=none``: exactly ``nfe`` decoder evaluations: no adaptive stopping, and EOS does not
+  end the generation (the text is still cut at the first EOS afterwards).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ DIFFUSIONGEMMA_ARGS: dict[str, Arg] = {
     "gen_length": Arg(128, int, help="generated tokens kept (ceil(gen_length / canvas_length) canvases)"),
     "stopping": Arg("native", str, ("native", "none"),
                     "native: the checkpoint's adaptive stopping and EOS end; none: exactly nfe evaluations"),
+    "draw": Arg("all", str, ("all", "accepted"),
+                "all: a token drawn at every canvas position each step, as transformers' generate does; "
+                "accepted (named departure, for speed): drawn only where the entropy bound accepts: the same "
+                "distribution with fewer random numbers, not the same tokens as generate"),
 }
 
 
@@ -53,21 +59,44 @@ def plan_canvases(gen_length: int, nfe: int, canvas_length: int, stopping: str) 
     return canvases, nfe // canvases
 
 
-def generate_kwargs(gen_length: int, steps: int | None, stopping: str) -> dict:
-    """The keyword arguments of ``model.generate`` for one request (the rest is the checkpoint's config)."""
-    kwargs: dict = {"max_new_tokens": gen_length, "max_length": None}
-    if steps is not None:
-        kwargs["max_denoising_steps"] = steps
-    if stopping == "none":
-        kwargs["stability_threshold"] = steps + 1  # needs more identical steps than there are: never stops
-        kwargs["eos_token_id"] = None  # every canvas is generated
-    return kwargs
+def sampler_config(generation_config, steps: int | None, stopping: str, draw: str, pad_id: int):
+    """The entropy-bound sampler's settings: the checkpoint's generation config (the values
+    ``generate`` would use, transformers' defaults where the checkpoint sets none), ``steps``
+    decoder evaluations per canvas; ``stopping=none`` turns adaptive stopping and the EOS end off."""
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import DiffusionGemmaGenerationConfig
+
+    from dslbench.diffusion.entropy_bound import EntropyBoundConfig
+
+    defaults = DiffusionGemmaGenerationConfig._get_default_generation_params()
+
+    def value(name):
+        own = getattr(generation_config, name, None)
+        return own if own is not None else defaults.get(name)
+
+    eos = value("eos_token_id")
+    eos_ids = None if eos is None else tuple(int(e) for e in ([eos] if isinstance(eos, int) else eos))
+    native = stopping == "native"
+    pad = value("pad_token_id")
+    return EntropyBoundConfig(
+        steps=steps if steps is not None else value("max_denoising_steps"),
+        entropy_bound=value("sampler_config").entropy_bound,
+        t_min=value("t_min"),
+        t_max=value("t_max"),
+        stability_threshold=value("stability_threshold") if native else None,
+        confidence_threshold=value("confidence_threshold") if native else None,
+        eos_ids=eos_ids if native else None,
+        pad_id=int(pad if pad is not None else pad_id),
+        draw=draw,
+    )
 
 
 @register_model("diffusiongemma")
 class DiffusionGemma(DiffusionBackend):
     NAME = "diffusiongemma"
     SAMPLER_ARGS = DIFFUSIONGEMMA_ARGS
+    # a token is drawn over the whole vocabulary at every canvas position and step: draw where the
+    # model is (one CPU stream per row would move canvas x vocabulary numbers to the GPU each step)
+    RNG_ON_MODEL_DEVICE = True
 
     def _load(self, pretrained: str) -> None:
         from dslbench.models.diffusiongemma import CanvasDecoderSeam, load_diffusiongemma
@@ -89,36 +118,31 @@ class DiffusionGemma(DiffusionBackend):
                 "encoder already keeps an exact KV cache of the prompt; leave them unset"
             )
 
-    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: list[torch.Generator]) -> SampleResult:
+    def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator) -> SampleResult:
+        from dslbench.diffusion.entropy_bound import entropy_bound_generate
+
         gen_length, stopping = opts["gen_length"], opts["stopping"]
         canvases, steps = plan_canvases(gen_length, opts["nfe"], self.info.canvas_length, stopping)
+        cfg = sampler_config(self.model.generation_config, steps, stopping, opts["draw"], self.info.pad_id)
         seam = self.denoiser
         seam.reset()
-        # generate draws its canvases and samples for the whole batch from torch's global RNG, so
-        # rows cannot have their own streams: seed it from the rows' own seeds (a batch of one is
-        # seeded by its document alone, as every other backend; a larger batch's draws depend on
-        # which rows share it) and leave the caller's RNG state as it was.
-        from dslbench.diffusion.rng import prompt_seed
-
-        gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
-        seed = gens[0].initial_seed() if len(gens) == 1 else prompt_seed([g.initial_seed() >> 1 for g in gens], 0)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = self.model.generate(prompt_ids, attention_mask=prompt_mask, **generate_kwargs(gen_length, steps, stopping))
-        tokens = out.sequences[:, prompt_ids.shape[1]: prompt_ids.shape[1] + gen_length]
-        if opts["nfe"] and seam.nfe > opts["nfe"]:
-            raise RuntimeError(f"{self.NAME} used {seam.nfe} decoder evaluations, over the budget nfe={opts['nfe']}")
-        if stopping == "none" and seam.nfe != opts["nfe"]:
-            raise RuntimeError(f"{self.NAME}: stopping=none made {seam.nfe} decoder evaluations, not nfe={opts['nfe']}")
+        out = entropy_bound_generate(seam, prompt_ids, prompt_mask, canvases, cfg, generator)
+        if seam.nfe != out.calls:  # the sampler's count against the hooks on the decoder module
+            raise RuntimeError(f"{self.NAME}: the decoder ran {seam.nfe} times, the sampler counted {out.calls}")
+        if opts["nfe"] and max(out.nfe) > opts["nfe"]:
+            raise RuntimeError(f"{self.NAME} used {max(out.nfe)} decoder evaluations, over the budget nfe={opts['nfe']}")
+        if stopping == "none" and set(out.nfe) != {opts["nfe"]}:
+            raise RuntimeError(f"{self.NAME}: stopping=none made {out.nfe} decoder evaluations, not nfe={opts['nfe']}")
         extra = {
             "stopping": stopping,
-            "encoder_passes": seam.encoder_passes,
+            "draw": cfg.draw,
             "canvases": canvases,
             "canvas_length": self.info.canvas_length,
-            "steps_per_canvas": steps if steps is not None else self.model.generation_config.max_denoising_steps,
+            "steps_per_canvas": cfg.steps,
         }
-        return SampleResult(tokens, seam.nfe, extra)
+        # a row's own encoder passes: the prompt prefill, then one per canvas it went on to
+        rows = [{"canvases_denoised": c, "encoder_passes": c} for c in out.canvases]
+        return SampleResult(out.tokens[:, :gen_length], out.nfe, extra, rows)
 
     # ------------------------------------------------------------------ repair
     def _repair(self, ids: torch.Tensor, mask: torch.Tensor, editable: torch.Tensor, opts: dict) -> SampleResult:

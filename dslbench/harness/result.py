@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -13,4 +13,5 @@ class SampleResult:
     # denoiser calls made for this batch (each call evaluates every row once), or one count per
     # row when rows stop at different times (adaptive samplers: the calls each row needed)
     nfe: int | tuple[int, ...]
-    extra: dict
+    extra: dict  # recorded for every row of the batch
+    row_extra: list[dict] = field(default_factory=list)  # per row, when rows differ (empty: none)

@@ -108,10 +108,16 @@ def load_diffusiongemma(pretrained: str | os.PathLike, dtype: str = "auto", devi
 class CanvasDecoderSeam:
     """The network-evaluation seam of a DiffusionGemma model.
 
-    ``nfe`` counts canvas-decoder evaluations (one per denoising step of ``generate``, the
-    self-conditioning signal rides in the same call); ``encoder_passes`` counts prompt-encoder
-    passes (the prompt prefill, then one per finished canvas that is appended to the cache).
-    Forward hooks count at the modules themselves, so ``generate`` runs unchanged.
+    ``nfe`` counts canvas-decoder evaluations (one per denoising step; the self-conditioning
+    signal rides in the same call); ``encoder_passes`` counts prompt-encoder passes (the prompt
+    prefill, then one per finished canvas appended to the cache). Forward hooks count at the
+    modules themselves, so transformers' own ``generate`` is counted the same way.
+
+    ``begin`` / ``denoise`` / ``append`` run one batch through transformers' encoder and decoder
+    as ``generate`` calls them (a ``DynamicCache``, its mask helpers, the model's forward), for the
+    sampler in :mod:`dslbench.diffusion.entropy_bound`. One difference: positions count each
+    row's own tokens (left padding does not shift them), so a row sees the positions it has in a
+    batch of one; ``generate`` numbers every row from the first padded column.
     """
 
     model: Any
@@ -119,12 +125,21 @@ class CanvasDecoderSeam:
     nfe: int = 0
     encoder_passes: int = 0
     _hooks: list = field(default_factory=list, repr=False)
+    _state: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._hooks = [
             self.model.model.decoder.register_forward_hook(self._count_decoder),
             self.model.model.encoder.register_forward_hook(self._count_encoder),
         ]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.text_config.vocab_size)
+
+    @property
+    def canvas_length(self) -> int:
+        return int(self.model.config.canvas_length)
 
     def _count_decoder(self, *_: Any) -> None:
         self.nfe += 1
@@ -135,11 +150,68 @@ class CanvasDecoderSeam:
     def reset(self) -> None:
         self.nfe = 0
         self.encoder_passes = 0
+        self._state = {}
 
     def remove(self) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+
+    # ------------------------------------------------------------------ block-diffusion steps
+    def begin(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> None:
+        """Encode the left-padded prompts into a fresh cache (one encoder pass)."""
+        from transformers import DynamicCache
+
+        mask = prompt_mask.bool()
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        lengths = mask.sum(dim=-1, keepdim=True)
+        self._state = {"cache": cache, "mask": mask, "lengths": lengths}
+        self._encode(prompt_ids, (mask.cumsum(dim=-1) - 1).clamp(min=0))
+
+    def append(self, canvas: torch.Tensor) -> None:
+        """Encode a finished canvas after what is cached (one encoder pass)."""
+        state = self._state
+        state["mask"] = torch.nn.functional.pad(state["mask"], (0, canvas.shape[1]), value=True)
+        positions = self._canvas_positions()
+        state["lengths"] = state["lengths"] + canvas.shape[1]
+        self._encode(canvas, positions)
+
+    def denoise(self, canvas: torch.Tensor, self_conditioning: torch.Tensor | None) -> torch.Tensor:
+        """Logits [B, L, V] (float32, soft-capped) of one decoder evaluation."""
+        state = self._state
+        if "decoder_mask" not in state:  # once per canvas: it depends on the cache length only
+            state["decoder_mask"] = self.model.model.decoder.create_diffusion_decoder_attention_mask(
+                config=self.model.config,
+                inputs_embeds=canvas.unsqueeze(-1),  # only its shape is read
+                cache=state["cache"],
+                decoder_attention_mask=torch.nn.functional.pad(state["mask"], (0, canvas.shape[1]), value=True),
+            )
+        if self_conditioning is not None:
+            self_conditioning = self_conditioning.to(self.model.model.decoder.embed_tokens.weight.dtype)
+        return self.model(
+            decoder_input_ids=canvas,
+            self_conditioning_logits=self_conditioning,
+            decoder_attention_mask=state["decoder_mask"],
+            cache=state["cache"],
+            decoder_position_ids=self._canvas_positions(),
+        ).logits
+
+    def _canvas_positions(self) -> torch.Tensor:
+        offsets = torch.arange(self.canvas_length, device=self._state["lengths"].device)
+        return self._state["lengths"] + offsets[None]
+
+    def _encode(self, ids: torch.Tensor, positions: torch.Tensor) -> None:
+        state = self._state
+        encoder = self.model.model.encoder
+        masks = encoder.create_masks_for_generate(
+            config=self.model.config,
+            inputs_embeds=torch.empty((*ids.shape, 0), dtype=self.model.dtype, device=ids.device),  # shape only
+            attention_mask=state["mask"],
+            cache=state["cache"],
+            position_ids=positions,
+        )
+        state["cache"] = encoder(input_ids=ids, attention_mask=masks, cache=state["cache"], position_ids=positions).cache
+        state.pop("decoder_mask", None)
 
     def canvas_logits(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, canvas: torch.Tensor, canvas_mask: torch.Tensor
