@@ -4,9 +4,11 @@ transformers >= 5 ships ``DiffusionGemmaForBlockDiffusion`` (``transformers.mode
 a causal *prompt encoder* writes the prompt (and every finished canvas) into a KV cache, and a
 bidirectional *canvas decoder* refines a block ("canvas") of ``config.canvas_length`` tokens that
 starts as uniformly random tokens, reading that cache and its own previous logits
-(self-conditioning, fed into the same call). Nothing here re-implements it: the model, its
-``generate`` and its generation config are transformers'; this module only loads the checkpoint
-(text only), counts the network evaluations at the two modules, and builds tiny checkpoints.
+(self-conditioning, fed into the same call). Nothing here re-implements the network: the model
+and its generation config are transformers'; this module loads the checkpoint (text only), runs
+the encoder and decoder one step at a time for the sampler (:class:`CanvasDecoderSeam`, through
+transformers' own cache and mask helpers), counts the network evaluations at the two modules,
+and builds tiny checkpoints.
 """
 
 from __future__ import annotations
