@@ -81,7 +81,9 @@ def propose(
     still-masked ones); elsewhere the CPU paths without random draws leave token 0 and zeros,
     values the sampler never reads (commits and their scores are taken at masked positions only).
     """
-    stats = remasking in ("entropy", "margin") or need_entropy
+    # the distribution scores each order (or the EB rule) reads; none for the others
+    stats = {name for name, used in (("entropy", remasking == "entropy" or need_entropy),
+                                     ("margin", remasking == "margin")) if used}
     draws = temperature > 0
     # On CPU the float64 passes over the vocabulary are the sampler's main cost: without random
     # draws they run on the masked rows only. Elsewhere selecting rows would cost a device-host
@@ -125,17 +127,22 @@ def _proposal(raw, temperature, eos_id, removed, logits_eos_inf, generator, stat
     x0, x0_prob, ranking_logits = _proposal_float64(raw, temperature, eos_id, removed, logits_eos_inf, generator)
     if not stats:
         return x0, x0_prob, None, None
-    neg_entropy, margin = _distribution_scores(ranking_logits)
+    neg_entropy, margin = _distribution_scores(ranking_logits, stats)
     return x0, x0_prob, neg_entropy, margin
 
 
-def _distribution_scores(ranking_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dream's two scores of each position's float64 distribution: ``sum(p * log(p + 1e-10))``
-    (negative entropy; highest first) and top-1 minus top-2 probability (highest first)."""
+def _distribution_scores(ranking_logits: torch.Tensor, which: set) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Dream's two scores of each position's float64 distribution, those in ``which`` (else None):
+    ``sum(p * log(p + 1e-10))`` (negative entropy; highest first) and top-1 minus top-2
+    probability (highest first). Each costs passes over the vocabulary, so only the ones read."""
     p = torch.softmax(ranking_logits, dim=-1)
-    neg_entropy = (p * torch.log(p + _DREAM_LOG_EPS)).sum(dim=-1)
-    top2 = p.topk(2, dim=-1).values
-    return neg_entropy, top2[..., 0] - top2[..., 1]
+    neg_entropy = margin = None
+    if "entropy" in which:
+        neg_entropy = (p * torch.log(p + _DREAM_LOG_EPS)).sum(dim=-1)
+    if "margin" in which:
+        top2 = p.topk(2, dim=-1).values
+        margin = top2[..., 0] - top2[..., 1]
+    return neg_entropy, margin
 
 
 def _greedy_float64(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
