@@ -93,7 +93,7 @@ PRESETS: dict[str, DemoConfig] = {
     # DiffusionGemma row included, near 2.5 minutes on 2 CPU cores: 2 layers, 180 + 80 steps at a
     # larger pre-training lr, the DiffusionGemma row 215 steps (the control's FLOPs). 4 layers and
     # 350 + 80 steps took 160 s without the row; with it, 4 layers and 110 + 40 steps took 163 s and
-    # trained worse than 2 layers (README, "The demo's training budget").
+    # trained worse than 2 layers (README, the candidates table under the diffusiongemma backend).
     "demo": DemoConfig(n_layers=2, pretrain_steps=180, pretrain_lr=1.5e-3, adapt_steps=80, adapt_lr=3e-4,
                        diffusiongemma_steps=215, budgets=(4, 8, 16), controls=(DEMO_CONTROL,)),
     # dslbench regress: a pinned subset of the demo (a few minutes on 2 cores), every control path
