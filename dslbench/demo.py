@@ -6,9 +6,11 @@
    scratch on that corpus (the ``mdm`` objective of the adaptation script, plain mean loss);
 3. adapts the base three ways with equal compute (same data, steps, batch, optimiser):
    DSL, the masked-diffusion control (MDM-CPT) and soft-masking;
-4. evaluates base, control, DSL and soft-mask through lm-eval on the synthetic summarization
-   tasks at several NFE budgets and on the synthetic repair tasks;
-5. writes ``leaderboard.csv``, plots, ``report.md`` / ``report.html`` and prints the headline.
+4. trains a tiny DiffusionGemma-format model (transformers' class, same width and depth) from
+   scratch with the uniform-state objective for the steps of base + one adaptation;
+5. evaluates base, control, DSL, soft-mask and DiffusionGemma through lm-eval on the synthetic
+   summarization tasks at several NFE budgets and on the synthetic repair tasks;
+6. writes ``leaderboard.csv``, plots, ``report.md`` / ``report.html`` and prints the headline.
 
 Every model is cached under ``OUT/models/<name>-<hash>`` (the hash covers everything that built
 it), so a second run only evaluates; evaluation cells are cached too (the leaderboard runner's
@@ -29,7 +31,7 @@ from dslbench.data.prompts import SYNTH_INSTRUCTION
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    # tiny LLaDA-format backbone (about 1M parameters)
+    # tiny LLaDA-format backbone (about 1M parameters at 4 layers; the demo preset has 2)
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
@@ -50,13 +52,20 @@ class DemoConfig:
     objectives: tuple[str, ...] = ("mdm", "dsl", "softmask")
     # objective options of the adaptation script per objective (named departures from its defaults)
     adapt_options: dict = field(default_factory=lambda: {"mdm": {"mdm_loss_weight": "none"}})
-    # a tiny DiffusionGemma-format model (transformers' class, same width / depth, MoE 4 experts top-2,
-    # canvas = response_len) trained from scratch with --objective uniform for pretrain_steps +
-    # adapt_steps steps at the pre-training lr: the same data, batch and steps as base + adaptation.
-    # Off in the full demo (each of its 430 steps costs about 2x a LLaDA step: it would roughly double
-    # the model building, past the demo's 3 minutes; README); on in regress and smoke
-    # (`dslbench demo --with-diffusiongemma` turns it on).
-    diffusiongemma: bool = False
+    # The DiffusionGemma row: a tiny DiffusionGemma-format model (transformers' class, MoE 4 experts
+    # top-2, canvas = response_len) trained from scratch with --objective uniform at the pre-training
+    # lr. Equal compute with the LLaDA rows: the same width (d_model) and depth (n_layers, which its
+    # prompt encoder and canvas decoder share), the same data and batch, and the training FLOPs of
+    # the control row (base pre-training + the MDM-CPT adaptation; the DSL and soft-mask rows' count
+    # 4-6% more): diffusiongemma_steps = that total / the FLOPs of one uniform step, both counted by
+    # torch (demo_step_flops; benchmarks/demo_compute.py prints them; a test pins the demo preset's
+    # value). One uniform step has about 1.2x the FLOPs of an mdm step (its encoder reads prompt +
+    # response, its decoder the canvas, twice for the self-conditioned share) and 2.4-2.8x its CPU
+    # time (transformers' MoE dispatch, many small ops). 0: pretrain_steps + adapt_steps (the
+    # regress and smoke presets, which pin numbers rather than compare). On in every preset;
+    # `dslbench demo --no-diffusiongemma` leaves it out.
+    diffusiongemma: bool = True
+    diffusiongemma_steps: int = 0
     # evaluation
     budgets: tuple[int, ...] = (4, 8, 16, 32)
     limit: int = 32
@@ -80,23 +89,29 @@ CONTROLS = {
 DEMO_CONTROL = "MDM-CPT + margin order"  # the sweep's best mean ROUGE-1 at NFE 8 / 16 (README)
 
 PRESETS: dict[str, DemoConfig] = {
-    # 350 + 80 steps at a larger learning rate and the budgets of the question (<= 16): the demo
-    # stays under 3 minutes on 2 CPU cores with the released DSL recipe and the control row
-    # (500 + 100 steps and NFE 32 took 216 s; README)
-    "demo": DemoConfig(pretrain_steps=350, pretrain_lr=8e-4, adapt_steps=80, adapt_lr=3e-4, budgets=(4, 8, 16),
-                       controls=(DEMO_CONTROL,)),
+    # The budgets of the question (<= 16) and a training budget that keeps the whole demo, the
+    # DiffusionGemma row included, near 2.5 minutes on 2 CPU cores: 2 layers, 180 + 80 steps at a
+    # larger pre-training lr, the DiffusionGemma row 215 steps (the control's FLOPs). 4 layers and
+    # 350 + 80 steps took 160 s without the row; with it, 4 layers and 110 + 40 steps took 163 s and
+    # trained worse than 2 layers (README, the candidates table under the diffusiongemma backend).
+    "demo": DemoConfig(n_layers=2, pretrain_steps=180, pretrain_lr=1.5e-3, adapt_steps=80, adapt_lr=3e-4,
+                       diffusiongemma_steps=215, budgets=(4, 8, 16), controls=(DEMO_CONTROL,)),
     # dslbench regress: a pinned subset of the demo (a few minutes on 2 cores), every control path
     # Its DSL model trains with the prompt clean (a named departure of the adaptation script): after
     # 20 steps the released noised-prompt recipe leaves 11 of 12 NFE-16 outputs empty, which would
     # pin next to nothing of the DSL sampler; the released recipe is pinned by its unit tests.
     "regress": DemoConfig(pretrain_steps=80, adapt_steps=20, train_docs=1500, budgets=(4, 16), limit=12,
-                          repair_tasks=("dsl_repair_synth_random_10",), controls=tuple(CONTROLS), diffusiongemma=True,
+                          repair_tasks=("dsl_repair_synth_random_10",), controls=tuple(CONTROLS),
                           adapt_options={"mdm": {"mdm_loss_weight": "none"}, "dsl": {"dsl_prompt": "clean"}}),
     # unit tests of the pipeline itself
     "smoke": DemoConfig(d_model=32, n_layers=1, mlp_hidden_size=64, train_docs=64, batch_size=4, pretrain_steps=2,
-                        adapt_steps=2, budgets=(4,), limit=2, repair_tasks=("dsl_repair_synth_random_10",),
-                        diffusiongemma=True),
+                        adapt_steps=2, budgets=(4,), limit=2, repair_tasks=("dsl_repair_synth_random_10",)),
 }
+
+# Pre-training from scratch: the plain mean masked loss, the output head trained too
+PRETRAIN_OPTIONS = {"mdm_loss_weight": "none", "freeze_head": "no"}
+# The from-scratch DiffusionGemma trains its router (a random router cannot be left frozen)
+DG_OPTIONS = {"freeze_router": "no"}
 
 # Display name -> (backend, model, extra model args)
 EVALUATED = {
@@ -146,8 +161,7 @@ def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path
     base = models_dir / f"base-{_digest(base_key)}"
     if not _cached(base):
         log(f"pre-training the base model from scratch: {cfg.pretrain_steps} steps ({base.name})")
-        _adapt(init, base, "mdm", cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_warmup, cfg,
-               mdm_loss_weight="none", freeze_head="no")
+        _adapt(init, base, "mdm", cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_warmup, cfg, **PRETRAIN_OPTIONS)
     paths = {"init": init, "base": base}
     for objective in cfg.objectives:
         options = dict(cfg.adapt_options.get(objective, {}))
@@ -171,7 +185,7 @@ def _build_diffusiongemma(cfg: DemoConfig, models_dir: Path, init: Path, base_ke
     from dslbench.models.diffusiongemma import make_tiny_diffusiongemma
 
     dims = dict(hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, canvas_length=cfg.response_len)
-    steps = cfg.pretrain_steps + cfg.adapt_steps
+    steps = diffusiongemma_steps(cfg)
     dg_init = models_dir / f"dg-init-{_digest({**base_key, **dims})}"
     if not _cached(dg_init):
         log(f"building a random tiny DiffusionGemma-format model ({dg_init.name})")
@@ -179,8 +193,24 @@ def _build_diffusiongemma(cfg: DemoConfig, models_dir: Path, init: Path, base_ke
     path = models_dir / f"uniform-{_digest({**base_key, **dims, 'objective': 'uniform', 'steps': steps})}"
     if not _cached(path):
         log(f"training it from scratch with the uniform objective: {steps} steps ({path.name})")
-        _adapt(dg_init, path, "uniform", steps, cfg.pretrain_lr, cfg.pretrain_warmup, cfg, freeze_router="no")
+        _adapt(dg_init, path, "uniform", steps, cfg.pretrain_lr, cfg.pretrain_warmup, cfg, **DG_OPTIONS)
     return path
+
+
+def diffusiongemma_steps(cfg: DemoConfig) -> int:
+    return cfg.diffusiongemma_steps or cfg.pretrain_steps + cfg.adapt_steps
+
+
+def demo_step_flops(cfg: DemoConfig, objective: str, checkpoint: Path, n_batches: int = 3, **options) -> float:
+    """Mean FLOPs of one training step of ``objective`` (with its ``options``) on ``checkpoint`` with
+    the demo's data and batch (its first micro-batches), as :func:`_adapt` trains it."""
+    from dslbench.training.data import build_data
+    from dslbench.training.flops import mean_step_flops, training_module
+
+    module, tokenizer, info = training_module(objective, checkpoint, **options)
+    data = build_data(f"synth:{cfg.train_docs}", tokenizer, info, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+                      seed=cfg.seed, prompt_format="plain", response_len=cfg.response_len, instruction=SYNTH_INSTRUCTION)
+    return mean_step_flops(module, data, n_batches)
 
 
 def lead_baseline(limit: int) -> float:
@@ -252,10 +282,12 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
         f"({cfg.adapt_steps} steps each); {cfg.limit} held-out documents per task; seed {cfg.seed}. "
         f"Reference points: the untrained (randomly initialised) model is evaluated as a row; copying each "
         f"document's first sentence after its header scores ROUGE-1 {lead:.1f}. "
-        + (f"A tiny DiffusionGemma-format model (transformers' class, same width and depth, MoE) is trained from "
-           f"scratch with the uniform-state objective for {cfg.pretrain_steps + cfg.adapt_steps} steps on the same data "
-           f"and batch (the steps of base + one adaptation); its NFE counts canvas-decoder evaluations. "
-           if cfg.diffusiongemma else "")
+        + (f"A tiny DiffusionGemma-format model (transformers' class, MoE) is trained from scratch with the "
+           f"uniform-state objective on the same data and batch, at the same width and depth, for "
+           f"{diffusiongemma_steps(cfg)} steps"
+           + (" (the training FLOPs of the control row's base + adaptation, counted by torch: "
+              "benchmarks/demo_compute.py)" if cfg.diffusiongemma_steps else " (base + one adaptation)")
+           + "; its NFE counts canvas-decoder evaluations. " if cfg.diffusiongemma else "")
         + f"Model building took {built:.0f} s (0 when cached). Demo configuration: `{json.dumps(asdict(cfg), default=str)}`."
     )
     config = matrix_config(cfg, paths, out)

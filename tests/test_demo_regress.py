@@ -97,3 +97,32 @@ def test_demo_control_rows_run_on_the_control_checkpoint(tmp_path):
     assert {m.model_args.get("parallel", "fixed") for m in rows.values()} == {"fixed", "threshold", "eb"}
     with pytest.raises(ValueError, match="demo control 'nope'"):
         matrix_config(replace(PRESETS["demo"], controls=("nope",)), paths, tmp_path / "out")
+
+
+def test_diffusiongemma_row_is_trained_with_the_rows_compute(smoke_demo):
+    """On in every preset; the row's checkpoint has the LLaDA rows' width and depth and was trained
+    on the same data and batch for the steps of base + one adaptation (its adaptation record)."""
+    from dslbench.demo import PRESETS
+
+    assert all(cfg.diffusiongemma for cfg in PRESETS.values())
+    out, _, _ = smoke_demo
+    cfg = PRESETS["smoke"]
+    (dg,) = (out / "models").glob("uniform-*")
+    (base,) = (out / "models").glob("base-*")
+    model = json.loads((dg / "config.json").read_text())
+    assert model["model_type"] == "diffusion_gemma" and model["canvas_length"] == cfg.response_len
+    assert (model["text_config"]["hidden_size"], model["text_config"]["num_hidden_layers"]) == (cfg.d_model, cfg.n_layers)
+    trained, pretrained = (json.loads((p / "adapt_config.json").read_text()) for p in (dg, base))
+    assert trained["objective"] == "uniform" and trained["steps"] == cfg.pretrain_steps + cfg.adapt_steps
+    assert trained["data"] == pretrained["data"] and trained["recipe"] == pretrained["recipe"]  # same batch, lr, lengths
+
+
+def test_cli_demo_leaves_the_diffusiongemma_row_out_on_request(monkeypatch, tmp_path):
+    import dslbench.demo as demo
+    from dslbench.cli import main
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, preset, **over: calls.append((preset, over)))
+    assert main(["demo", "--out", str(tmp_path), "--no-diffusiongemma"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--preset", "smoke"]) == 0
+    assert calls == [("demo", {"seed": 0, "diffusiongemma": False}), ("smoke", {"seed": 0})]

@@ -223,6 +223,30 @@ def test_real_tiny_matrix(tiny_ckpt, tmp_path):
     assert res.ran == [] and len(res.skipped) == 2
 
 
+def test_tiny_dg_spec_builds_a_tiny_diffusiongemma(tmp_path):
+    """``tiny-dg:seed=N`` (baselines/tiny.yaml's DiffusionGemma row): checked without building,
+    built on first use as a DiffusionGemma checkpoint with the tiny base's tokenizer, reused after."""
+    from dslbench.runs.config import ModelSpec
+    from dslbench.runs.model_args import resolve_model_args
+
+    tiny = load_config(baselines_dir() / "tiny.yaml")
+    row = next(m for m in tiny.models if m.backend == "diffusiongemma")
+    assert row.model_args == {"pretrained": "tiny-dg:seed=0"}
+    spec = ModelSpec("DG", "diffusiongemma", {"pretrained": "tiny-dg:seed=3"})
+    where = tmp_path / "tiny-dg-seed3"
+    assert resolve_model_args(spec, tmp_path, build=False) == {"pretrained": str(where)} and not where.exists()
+    assert resolve_model_args(spec, tmp_path)["pretrained"] == str(where)
+    assert json.loads((where / "config.json").read_text())["model_type"] == "diffusion_gemma"
+    base = resolve_model_args(ModelSpec("B", "mdm_llada", {"pretrained": "tiny:seed=3"}), tmp_path)["pretrained"]
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [PreTrainedTokenizerFast.from_pretrained(str(p)).get_vocab() for p in (where, base)]
+    assert vocab[0] == vocab[1]
+    stamp = (where / "config.json").stat().st_mtime_ns
+    resolve_model_args(spec, tmp_path)
+    assert (where / "config.json").stat().st_mtime_ns == stamp  # built once
+
+
 # ----------------------------------------------------------------------------- identity, validation, saving
 def test_cell_identity_ignores_where_the_output_lives(tmp_path, monkeypatch):
     """Relative vs absolute --out, and a moved folder, redo nothing: ``tiny:seed=N`` is recorded

@@ -1,4 +1,5 @@
-"""A leaderboard model's args: ``${VAR}`` expansion, the ``tiny:`` checkpoints built on first use,
+"""A leaderboard model's args: ``${VAR}`` expansion, the ``tiny:`` / ``tiny-dsl:`` / ``tiny-dg:``
+checkpoints built on first use,
 and the check of every model arg against its backend's declared args before anything runs."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from typing import Any
 from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, ModelSpec
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TINY = re.compile(r"^(tiny|tiny-dsl):seed=(\d+)$")
+_TINY = re.compile(r"^(tiny|tiny-dsl|tiny-dg):seed=(\d+)$")
+# spec kind -> the checkpoint directory's name prefix under the models folder
+_TINY_DIRS = {"tiny": "tiny-base", "tiny-dsl": "tiny-dsl", "tiny-dg": "tiny-dg"}
+
+
+def _tiny_dir(kind: str, seed: int, models_dir: Path) -> Path:
+    return models_dir / f"{_TINY_DIRS[kind]}-seed{seed}"
 
 
 def expand_arg(model: str, key: str, value: Any) -> Any:
@@ -37,12 +44,17 @@ def expand_arg(model: str, key: str, value: Any) -> Any:
 def _tiny_checkpoint(kind: str, seed: int, models_dir: Path) -> Path:
     from dslbench.models.tiny import make_tiny
 
-    base = models_dir / f"tiny-base-seed{seed}"
+    if kind == "tiny-dg":  # a random tiny DiffusionGemma (its own tokenizer, trained like the base's)
+        path = _tiny_dir(kind, seed, models_dir)
+        if not (path / "config.json").exists():
+            make_tiny(path, seed=seed, family="diffusiongemma")
+        return path
+    base = _tiny_dir("tiny", seed, models_dir)
     if not (base / "config.json").exists():
         make_tiny(base, seed=seed)
     if kind == "tiny":
         return base
-    dsl_dir = models_dir / f"tiny-dsl-seed{seed}"
+    dsl_dir = _tiny_dir(kind, seed, models_dir)
     if not (dsl_dir / "dsl_config.json").exists():
         from dslbench.diffusion.dsl import DSLModules
         from dslbench.models.dsl_checkpoint import save_dsl_checkpoint
@@ -60,8 +72,8 @@ def resolve_model_args(spec: ModelSpec, models_dir: Path, build: bool = True) ->
     args = {k: expand_arg(spec.name, k, v) for k, v in spec.model_args.items()}
     pre = args.get("pretrained")
     if isinstance(pre, str) and (m := _TINY.match(pre)):
-        path = models_dir / (f"tiny-base-seed{m.group(2)}" if m.group(1) == "tiny" else f"tiny-dsl-seed{m.group(2)}")
-        args["pretrained"] = str(_tiny_checkpoint(m.group(1), int(m.group(2)), models_dir) if build else path)
+        kind, seed = m.group(1), int(m.group(2))
+        args["pretrained"] = str(_tiny_checkpoint(kind, seed, models_dir) if build else _tiny_dir(kind, seed, models_dir))
     return args
 
 
