@@ -126,3 +126,21 @@ def test_cli_demo_leaves_the_diffusiongemma_row_out_on_request(monkeypatch, tmp_
     assert main(["demo", "--out", str(tmp_path), "--no-diffusiongemma"]) == 0
     assert main(["demo", "--out", str(tmp_path), "--preset", "smoke"]) == 0
     assert calls == [("demo", {"seed": 0, "diffusiongemma": False}), ("smoke", {"seed": 0})]
+
+
+def test_outcome_line_never_names_the_untrained_reference_row():
+    import pandas as pd
+
+    from dslbench.demo import winners
+
+    rows = [
+        {"model": "Untrained (random init)", "family": "summarization", "nfe_budget": 8, "rouge1": 2.0, "seq_rep_2": 0.01},
+        {"model": "DSL-LLaDA-SDE", "family": "summarization", "nfe_budget": 8, "rouge1": 30.0, "seq_rep_2": 0.2},
+        {"model": "Soft-mask", "family": "summarization", "nfe_budget": 8, "rouge1": 31.0, "seq_rep_2": 0.3},
+    ]
+    rows += [{"model": m, "family": "repair", "corruption": "random", "corruption_rate": 0.1, "fix_rate": f, "preserve_rate": k}
+             for m, f, k in (("Untrained (random init)", 90.0, 99.0), ("DSL-LLaDA-SDE", 30.0, 50.0))]
+    line = winners(pd.DataFrame(rows))
+    assert "Untrained" not in line
+    assert "best ROUGE-1 Soft-mask (31.0)" in line and "least 2-gram repetition DSL-LLaDA-SDE (0.20)" in line
+    assert "best fix DSL-LLaDA-SDE (30.0%)" in line
