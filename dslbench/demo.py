@@ -7,7 +7,8 @@
 3. adapts the base three ways with equal compute (same data, steps, batch, optimiser):
    DSL, the masked-diffusion control (MDM-CPT) and soft-masking;
 4. trains a tiny DiffusionGemma-format model (transformers' class, same width and depth) from
-   scratch with the uniform-state objective for the steps of base + one adaptation;
+   scratch with the uniform-state objective, with the control row's training FLOPs (the demo
+   preset; regress and smoke: the steps of base + one adaptation);
 5. evaluates base, control, DSL, soft-mask and DiffusionGemma through lm-eval on the synthetic
    summarization tasks at several NFE budgets and on the synthetic repair tasks;
 6. writes ``leaderboard.csv``, plots, ``report.md`` / ``report.html`` and prints the headline.
