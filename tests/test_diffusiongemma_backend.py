@@ -215,3 +215,11 @@ def test_bad_arg_fails_before_loading(tmp_path):
         DiffusionGemma.create_from_arg_string(f"pretrained={tmp_path / 'absent'},gen_length=0")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DiffusionGemma.create_from_arg_string(f"pretrained={tmp_path / 'absent'}")
+
+
+def test_an_older_transformers_is_named(monkeypatch, dg_ckpt):
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")
+    with pytest.raises(ImportError, match=r"transformers 5\.17\.0 is installed.*needs transformers >= 5\.24"):
+        DiffusionGemma.create_from_arg_string(f"pretrained={dg_ckpt}")

@@ -74,8 +74,24 @@ def _eos_ids(model, tokenizer) -> tuple[int, ...]:
     return tuple(ids)
 
 
+MIN_TRANSFORMERS = "5.24"  # DiffusionGemma whose encoder / decoder take the `cache` keyword
+
+
+def require_transformers() -> None:
+    """A clear error when the installed transformers predates what this module drives."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
+        raise ImportError(
+            f"diffusiongemma: transformers {transformers.__version__} is installed; DiffusionGemma as dslbench "
+            f"drives it needs transformers >= {MIN_TRANSFORMERS} (pip install -U 'transformers>={MIN_TRANSFORMERS}')"
+        )
+
+
 def load_diffusiongemma(pretrained: str | os.PathLike, dtype: str = "auto", device: str = "auto"):
     """(model, tokenizer, DiffusionGemmaInfo) for a local directory or hub id; text only."""
+    require_transformers()
     from transformers import DiffusionGemmaForBlockDiffusion
 
     from dslbench.models.loading import (
@@ -267,6 +283,7 @@ def tiny_diffusiongemma_config(
 
 def build_tiny_diffusiongemma(tokenizer, seed: int = 0, **config_overrides: Any):
     """A randomly initialised tiny DiffusionGemmaForBlockDiffusion whose token ids come from ``tokenizer``."""
+    require_transformers()
     from transformers import DiffusionGemmaForBlockDiffusion
 
     from dslbench.models.tokenizer import BOS_TOKEN, EOS_TOKEN, EOT_TOKEN, PAD_TOKEN, token_id
