@@ -33,13 +33,9 @@ from timing import median, timed  # noqa: E402
 
 def step_seconds(cfg, objective: str, checkpoint: Path, reps: int, **options) -> float:
     """Median wall time of one loss + backward step on the demo's first micro-batches."""
-    from dslbench.data.prompts import SYNTH_INSTRUCTION
-    from dslbench.training.data import build_data
-    from dslbench.training.flops import training_module
+    from dslbench.demo import demo_training_step
 
-    module, tokenizer, info = training_module(objective, checkpoint, **options)
-    data = build_data(f"synth:{cfg.train_docs}", tokenizer, info, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
-                      seed=cfg.seed, response_len=cfg.response_len, instruction=SYNTH_INSTRUCTION)
+    module, data = demo_training_step(cfg, objective, checkpoint, **options)
 
     def step(k: int) -> None:
         b = data.micro_batch(k)

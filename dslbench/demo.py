@@ -202,16 +202,23 @@ def diffusiongemma_steps(cfg: DemoConfig) -> int:
     return cfg.diffusiongemma_steps or cfg.pretrain_steps + cfg.adapt_steps
 
 
-def demo_step_flops(cfg: DemoConfig, objective: str, checkpoint: Path, n_batches: int = 3, **options) -> float:
-    """Mean FLOPs of one training step of ``objective`` (with its ``options``) on ``checkpoint`` with
-    the demo's data and batch (its first micro-batches), as :func:`_adapt` trains it."""
+def demo_training_step(cfg: DemoConfig, objective: str, checkpoint: Path, **options):
+    """``(module, data)``: ``objective`` (with its ``options``) on ``checkpoint`` in train mode and the
+    demo's training data and batch, as :func:`_adapt` trains it (for counting and timing steps)."""
     from dslbench.training.data import build_data
-    from dslbench.training.flops import mean_step_flops, training_module
+    from dslbench.training.flops import training_module
 
     module, tokenizer, info = training_module(objective, checkpoint, **options)
     data = build_data(f"synth:{cfg.train_docs}", tokenizer, info, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                       seed=cfg.seed, prompt_format="plain", response_len=cfg.response_len, instruction=SYNTH_INSTRUCTION)
-    return mean_step_flops(module, data, n_batches)
+    return module, data
+
+
+def demo_step_flops(cfg: DemoConfig, objective: str, checkpoint: Path, n_batches: int = 3, **options) -> float:
+    """Mean FLOPs of one training step of ``objective`` on the demo's first ``n_batches`` micro-batches."""
+    from dslbench.training.flops import mean_step_flops
+
+    return mean_step_flops(*demo_training_step(cfg, objective, checkpoint, **options), n_batches)
 
 
 def lead_baseline(limit: int) -> float:

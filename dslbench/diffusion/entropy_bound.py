@@ -115,22 +115,24 @@ def temperature_scaled(logits: torch.Tensor, cfg: EntropyBoundConfig, remaining:
 def _draw_tokens(processed: torch.Tensor, accept: torch.Tensor, rows: list[int], gens: list, draw: str) -> torch.Tensor:
     """Sampled tokens [B, L] for ``rows`` (other rows and, with draw="accepted", unaccepted positions: 0)."""
     out = torch.zeros(accept.shape, dtype=torch.long, device=processed.device)
-    for b in rows:
-        if draw == "all":
-            probs = torch.softmax(processed[b], dim=-1, dtype=torch.float32)
-            out[b] = rng.categorical(probs, gens[b])
-        else:
-            where = accept[b].nonzero().squeeze(-1)
-            if where.numel():
-                probs = torch.softmax(processed[b, where], dim=-1, dtype=torch.float32)
-                out[b, where] = rng.categorical(probs, gens[b])
+    if draw == "all":
+        if rows:
+            probs = torch.softmax(processed[rows], dim=-1, dtype=torch.float32)
+            out[rows] = rng.categorical(probs, [gens[b] for b in rows])
+        return out
+    for b in rows:  # each row draws at its own accepted positions
+        where = accept[b].nonzero().squeeze(-1)
+        if where.numel():
+            probs = torch.softmax(processed[b, where], dim=-1, dtype=torch.float32)
+            out[b, where] = rng.categorical(probs, gens[b])
     return out
 
 
 def _row_randint(high: int, length: int, rows: list[int], gens: list, batch: int, fill: int, device) -> torch.Tensor:
+    """Uniform tokens [batch, length] for ``rows`` from their own generators; ``fill`` elsewhere."""
     out = torch.full((batch, length), fill, dtype=torch.long, device=device)
-    for b in rows:
-        out[b] = rng.randint(high, (length,), gens[b], device=device)
+    if rows:
+        out[rows] = rng.randint(high, (len(rows), length), [gens[b] for b in rows], device=device)
     return out
 
 
