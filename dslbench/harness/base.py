@@ -25,7 +25,7 @@ from dslbench.diffusion.denoiser import ModelDenoiser
 from dslbench.harness.args import AT_LEAST_1, Arg, Range, convert, parse_args
 from dslbench.harness.distributed import DistributedMixin
 from dslbench.harness.likelihood import LikelihoodMixin
-from dslbench.harness.prompts import PromptMixin
+from dslbench.harness.prompts import PromptMixin, check_prompt_format
 from dslbench.harness.repair import REPAIR_KEYS, RepairMixin, repair_options
 from dslbench.harness.result import SampleResult
 from dslbench.metrics.sample_stats import attach_stats
@@ -33,6 +33,8 @@ from dslbench.metrics.sample_stats import attach_stats
 __all__ = ["COMMON_ARGS", "DiffusionBackend", "SampleResult"]
 
 log = logging.getLogger(__name__)
+
+RESPONSE_CUTS = ("eos", "none")
 
 COMMON_ARGS: dict[str, Arg] = {
     "pretrained": Arg(None, str, help="local checkpoint directory or hub id"),
@@ -42,7 +44,7 @@ COMMON_ARGS: dict[str, Arg] = {
     "max_batch_size": Arg(None, int, help="accepted for lm-eval compatibility; batch_size is used", valid=AT_LEAST_1),
     "seed": Arg(1234, int, help="seed of every random draw of the sampler"),
     "max_length": Arg(None, int, help="max prompt + generation tokens (default: the model's max_sequence_length)", valid=Range(2)),
-    "response_cut": Arg("eos", str, ("eos", "none"), "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
+    "response_cut": Arg("eos", str, RESPONSE_CUTS, "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
     "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood", valid=AT_LEAST_1),
     "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood", valid=AT_LEAST_1),
     "prompt_cache": Arg(False, bool, help="approximate prompt K/V cache for generation (Fast-dLLM style): the prompt no longer sees the evolving span"),
@@ -50,7 +52,9 @@ COMMON_ARGS: dict[str, Arg] = {
 }
 
 # Generation kwargs every backend understands besides its sampler args.
-_REQUEST_KEYS = {"until", "max_gen_toks", "do_sample", "return_stats"}
+# ``prompt_format`` and ``response_cut`` let a task ask for the released prompt and decoding of
+# its experiment (the open-ended tasks: :data:`~dslbench.harness.prompts.PROMPT_FORMATS`).
+_REQUEST_KEYS = {"until", "max_gen_toks", "do_sample", "return_stats", "prompt_format", "response_cut"}
 
 
 class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMixin, LM):
@@ -70,6 +74,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
             raise ValueError(f"{self.NAME}: model arg 'pretrained' is required (a checkpoint directory or hub id)")
         self.defaults = {k: self.args[k] for k in self.SAMPLER_ARGS}
         self._given = {k for k in kwargs if k in self.SAMPLER_ARGS}  # sampler args the user set
+        self._given_common = {k for k in kwargs if k in COMMON_ARGS}
         self._setup_distributed()
         self._load(self.args["pretrained"])
         self.batch_size = self.args["batch_size"]
@@ -171,7 +176,24 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         opts["until"] = [until] if isinstance(until, str) else list(until)
         opts["return_stats"] = bool(gen_kwargs.get("return_stats", False))
         opts["repair"] = repair_options(gen_kwargs)
+        opts["prompt_format"] = check_prompt_format(self.NAME, gen_kwargs.get("prompt_format"))
+        opts["response_cut"] = self._response_cut(gen_kwargs.get("response_cut"))
         return opts
+
+    def _response_cut(self, requested: str | None) -> str:
+        """The task's ``response_cut`` (its experiment's released decoding) wins over the model
+        arg; said once when they differ, since the model arg is then not what runs."""
+        if requested is None:
+            return self.args["response_cut"]
+        if requested not in RESPONSE_CUTS:
+            raise ValueError(f"{self.NAME}: generation kwarg response_cut={requested!r}; allowed: {', '.join(RESPONSE_CUTS)}")
+        warned = self.__dict__.setdefault("_overrides_warned", set())
+        if "response_cut" in getattr(self, "_given_common", ()) and requested != self.args["response_cut"] \
+                and "response_cut" not in warned:
+            warned.add("response_cut")
+            log.warning("%s: model arg response_cut=%r is overridden by the task's generation kwargs (response_cut=%r is used)",
+                        self.NAME, self.args["response_cut"], requested)
+        return requested
 
     def _warn_overrides(self, opts: dict) -> None:
         """A task's own value (its ``nfe``, ``gen_length``, ...) wins over the same model arg: say
@@ -190,10 +212,10 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         """Decode a batch; ``generator`` holds one generator per row (pass it on to the sampler)."""
         raise NotImplementedError
 
-    def _decode(self, row: torch.Tensor) -> tuple[str, int]:
+    def _decode(self, row: torch.Tensor, response_cut: str | None = None) -> tuple[str, int]:
         """Text of one generated span and its token count (before EOS when cutting there)."""
         ids = row.tolist()
-        if self.args["response_cut"] == "eos":
+        if (response_cut or self.args["response_cut"]) == "eos":
             ends = [ids.index(e) for e in self.denoiser.eos_ids if e in ids]
             if ends:
                 ids = ids[: min(ends)]
@@ -227,7 +249,9 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         padding = self._padding_mask(requests)
         self._truncated = [0, 0]  # prompts cut / prompts decoded by this call (one warning at the end)
         real = [(i, req) for i, req in enumerate(requests) if not padding[i]]
-        contexts = [self._encode_context(req.args[0]) for _, req in real]
+        # the prompt string as tokenized: a task asking for prompt_format=chat gets the template here
+        prompts = {i: self._format_prompt(req.args[0], (req.args[1] or {}).get("prompt_format")) for i, req in real}
+        contexts = [self._encode_context(prompts[i], (req.args[1] or {}).get("prompt_format")) for i, req in real]
         items = [(i, ctx, req.args[1]) for (i, req), ctx in zip(real, contexts)]
         collator = Collator(
             items,
@@ -243,7 +267,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
                 texts = self._repair_batch([requests[i].args[0] for i, _, _ in batch], opts)
             else:
                 texts = self._generate_batch(
-                    [ctx for _, ctx, _ in batch], opts, prompts=[requests[i].args[0] for i, _, _ in batch]
+                    [ctx for _, ctx, _ in batch], opts, prompts=[prompts[i] for i, _, _ in batch]
                 )
             for (i, _, _), text in zip(batch, texts):
                 outputs[i] = text
@@ -290,7 +314,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         if self._cache_seam is not None:
             result.extra.update(self._cache_seam.record())
             self._cache_seam = None  # its keys / values belong to this batch only
-        decoded = [self._decode(row) for row in result.tokens]
+        decoded = [self._decode(row, opts.get("response_cut")) for row in result.tokens]
         seconds = (time.perf_counter() - start) / len(contexts)
         texts = []
         for row, (text, n_tokens) in enumerate(decoded):
@@ -303,7 +327,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
                     "gen_length": gen_length,
                     "seconds": seconds,
                     "batch_size": len(contexts),
-                    "response_cut": self.args["response_cut"],
+                    "response_cut": opts.get("response_cut") or self.args["response_cut"],
                     "rank": self.rank,
                     "world_size": self.world_size,
                     "sample_seed": seeds[row],

@@ -9,6 +9,19 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# A task's generation kwarg ``prompt_format`` (absent: the prompt as lm-eval gives it, BOS added):
+# chat = one user turn through the model's chat template, tokenized without added special tokens
+# (the template carries BOS); raw = the text tokenized without any special token, no BOS. Both are
+# how the released open-ended script builds its prompts (``--prompts`` and ``--prefixes``).
+PROMPT_FORMATS = ("chat", "raw")
+_PROBE = "\x00dslbench-probe\x00"
+
+
+def check_prompt_format(backend: str, value: str | None) -> str | None:
+    if value is not None and value not in PROMPT_FORMATS:
+        raise ValueError(f"{backend}: generation kwarg prompt_format={value!r}; allowed: {', '.join(PROMPT_FORMATS)}")
+    return value
+
 
 class PromptMixin:
     """Needs ``self.tokenizer``, ``self.info``, ``self.args``, ``self.max_length``, ``self.device``."""
@@ -25,8 +38,40 @@ class PromptMixin:
             chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def _encode_context(self, text: str) -> list[int]:
+    def _template_head(self) -> str:
+        """What the chat template writes before a user message's content ('' without a template)."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return ""
+        rendered = self.apply_chat_template([{"role": "user", "content": _PROBE}])
+        return rendered.split(_PROBE)[0]
+
+    def _format_prompt(self, text: str, prompt_format: str | None) -> str:
+        """The prompt string a task's ``prompt_format`` asks for. A prompt lm-eval already put
+        through the template (``--apply_chat_template``) is not templated twice; a ``raw`` task
+        refuses one, since its released protocol has no template."""
+        check_prompt_format(self.NAME, prompt_format)
+        if prompt_format is None:
+            return text
+        head = self._template_head()
+        templated = bool(head) and text.startswith(head)
+        if prompt_format == "raw":
+            if templated:
+                raise ValueError(
+                    f"{self.NAME}: this task's prompts are plain text without a chat template (prompt_format=raw, "
+                    "as released); run it without --apply_chat_template"
+                )
+            return text
+        if not head:
+            raise ValueError(
+                f"{self.NAME}: this task applies the chat template (prompt_format=chat, as released) but "
+                f"{self.args['pretrained']} has no chat template"
+            )
+        return text if templated else self.apply_chat_template([{"role": "user", "content": text}])
+
+    def _encode_context(self, text: str, prompt_format: str | None = None) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if prompt_format is not None:  # chat: the template holds BOS; raw: none, as released
+            return ids
         bos = self.tokenizer.bos_token_id
         # Chat templates already start with BOS; plain prompts get one, as in pre-training.
         if bos is not None and (not ids or ids[0] != bos):
