@@ -10,7 +10,9 @@
    scratch with the uniform-state objective, with the control row's training FLOPs (the demo
    preset; regress and smoke: the steps of base + one adaptation);
 5. evaluates base, control, DSL, soft-mask and DiffusionGemma through lm-eval on the synthetic
-   summarization tasks at several NFE budgets and on the synthetic repair tasks;
+   summarization tasks and the synthetic open-ended (prefix continuation) tasks at several NFE
+   budgets, and on the synthetic repair tasks; the open-ended cells are scored by a tiny GPT-2
+   evaluator the demo trains on the same corpus (``dslbench make-tiny --family gpt2``);
 6. writes ``leaderboard.csv``, plots, ``report.md`` / ``report.html`` and prints the headline.
 
 Every model is cached under ``OUT/models/<name>-<hash>`` (the hash covers everything that built
@@ -72,6 +74,8 @@ class DemoConfig:
     limit: int = 32
     eval_batch_size: int = 8
     repair_tasks: tuple[str, ...] = ("dsl_repair_synth_random_10", "dsl_repair_synth_semantic_10")
+    # open-ended generation on synthetic prefixes (GenPPL under the tiny evaluator, Rep, words, MAUVE)
+    open_ended_tasks: tuple[str, ...] = ("dsl_gen_synth_{nfe}step",)
     headline_nfe: int = 16
     # few-step unmasking controls (issue #17) evaluated on the control checkpoint: names in CONTROLS
     controls: tuple[str, ...] = ()
@@ -176,7 +180,20 @@ def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path
         paths[objective] = path
     if cfg.diffusiongemma:
         paths["uniform"] = _build_diffusiongemma(cfg, models_dir, init, base_key, log)
+    if cfg.open_ended_tasks:
+        paths["evaluator"] = build_evaluator(cfg, models_dir, log)
     return paths
+
+
+def build_evaluator(cfg: DemoConfig, models_dir: Path, log=print) -> Path:
+    """The tiny GPT-2 evaluator of the open-ended cells (stands in for GPT-2-large offline)."""
+    from dslbench.models.tiny_evaluator import make_tiny_evaluator
+
+    path = models_dir / f"evaluator-gpt2-{_digest({'seed': cfg.seed, 'family': 'gpt2'})}"
+    if not _cached(path):
+        log(f"training the tiny GPT-2 evaluator of the open-ended cells ({path.name})")
+        make_tiny_evaluator(path, seed=cfg.seed)
+    return path
 
 
 def _build_diffusiongemma(cfg: DemoConfig, models_dir: Path, init: Path, base_key: dict, log) -> Path:
@@ -247,6 +264,14 @@ def winners(cells) -> str:
         least_rep = group.loc[group["seq_rep_2"].idxmin()]
         lines.append(f"NFE {int(budget)}: best ROUGE-1 {best['model']} ({best['rouge1']:.1f}); "
                      f"least 2-gram repetition {least_rep['model']} ({least_rep['seq_rep_2']:.2f}).")
+    gen = cells[cells["family"] == "open_ended"] if "family" in cells else cells.iloc[:0]
+    for budget, group in gen.groupby("nfe_budget"):
+        scored = group.dropna(subset=["genppl"])
+        if len(scored):
+            low = scored.loc[scored["genppl"].idxmin()]
+            least = scored.loc[scored["rep"].idxmin()]
+            lines.append(f"Open-ended NFE {int(budget)}: lowest GenPPL {low['model']} ({low['genppl']:.1f}, "
+                         f"{low['words']:.0f} words); least adjacent repetition {least['model']} ({100 * least['rep']:.1f}%).")
     rep = cells[cells["family"] == "repair"]
     for (kind, rate), group in rep.groupby(["corruption", "corruption_rate"]):
         best = group.loc[group["fix_rate"].idxmax()]
@@ -271,8 +296,9 @@ def matrix_config(cfg: DemoConfig, paths: dict[str, Path], out: Path):
             models.append(ModelSpec(name, "mdm_llada", {"pretrained": str(paths["mdm"]), "seed": cfg.seed, **CONTROLS[name]}))
     return MatrixConfig(
         path=None, name="dslbench demo", output=out, models=models,
-        tasks=["dsl_summ_synth_{nfe}step", *cfg.repair_tasks], budgets=list(cfg.budgets),
+        tasks=["dsl_summ_synth_{nfe}step", *cfg.open_ended_tasks, *cfg.repair_tasks], budgets=list(cfg.budgets),
         limit=cfg.limit, seed=cfg.seed, batch_size=cfg.eval_batch_size, headline_nfe=cfg.headline_nfe,
+        metadata={"ppl_model": str(paths["evaluator"])} if "evaluator" in paths else {},
     )
 
 

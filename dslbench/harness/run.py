@@ -84,8 +84,10 @@ def evaluate_cell(
     seed: int = 1234,
     batch_size: int = 1,
     force: bool = False,
+    metadata: dict | None = None,
 ) -> dict:
-    """Evaluate (or reuse) one cell; returns the aggregated lm-eval results (without samples)."""
+    """Evaluate (or reuse) one cell; returns the aggregated lm-eval results (without samples).
+    ``metadata``: lm-eval's ``--metadata`` (task settings such as the evaluator ``ppl_model``)."""
     out_dir = Path(out_dir)
     if not force and (done := cell_done(out_dir)) is not None:
         return done
@@ -108,6 +110,7 @@ def evaluate_cell(
         log_samples=True,
         evaluation_tracker=tracker,
         task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir())),
+        metadata=metadata or None,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,

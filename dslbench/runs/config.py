@@ -11,6 +11,8 @@ Config (YAML)::
     tasks:
       - dsl_summ_synth_{nfe}step     # one per budget
       - dsl_repair_synth_random_10   # no {nfe}: evaluated once per model
+      - {task: dsl_gen_synth_{nfe}step, limit: null}   # a task with its own limit (null: all documents)
+    metadata: {ppl_model: gpt2-large}  # optional: lm-eval task metadata (--metadata) of every cell
     headline_nfe: 16                 # optional
     models:
       - name: LLaDA                  # display name in every table and plot
@@ -28,7 +30,8 @@ String model args may use ``${VAR}`` / ``${VAR:-default}`` (environment); an uns
 built under ``OUTPUT/models/`` on first use.
 
 A cell is one model at one budget (all its tasks at that budget in one lm-eval call), stored in
-``OUTPUT/runs/<model>/nfe<N>`` (``fixed`` for tasks without a budget) with lm-eval's own
+``OUTPUT/runs/<model>/nfe<N>`` (``fixed`` for tasks without a budget; tasks with a limit of their
+own form a cell of their own, ``nfe<N>-limit<L>`` / ``-limitall``) with lm-eval's own
 results / samples files, the runner's ``cell.json`` and ``evaluate_cell``'s ``done.json``. A cell
 is evaluated into a hidden ``.<cell>.partial`` folder and renamed into place when finished, so
 an interrupted run leaves no half cell behind; finished cells whose ``cell.json`` matches the
@@ -51,7 +54,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,11 @@ class MatrixConfig:
     seed: int = 0
     batch_size: int = 1
     headline_nfe: int = 16
+    # task template -> its own limit, where it differs from ``limit`` (None: all documents)
+    task_limits: dict = field(default_factory=dict)
+    # lm-eval task metadata for every cell (``--metadata``), e.g. the open-ended tasks' evaluator
+    # ``ppl_model`` (a hub id, a folder, or ``tiny-gpt2:seed=N`` built on first use)
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -91,10 +99,13 @@ class Cell:
     budget: int | None
     tasks: list[str]
     dir: Path
+    limit: int | float | None = None  # documents per task of this cell (the config's, or the tasks' own)
 
     @property
     def label(self) -> str:
-        return f"{self.model.name} @ {'NFE ' + str(self.budget) if self.budget is not None else 'fixed budget'}"
+        own = self.dir.name.partition("-limit")[2]  # tasks with a limit of their own: a cell of their own
+        extra = f" ({'all documents' if own == 'all' else 'limit ' + own})" if own else ""
+        return f"{self.model.name} @ {'NFE ' + str(self.budget) if self.budget is not None else 'fixed budget'}{extra}"
 
 
 # ----------------------------------------------------------------------------- config
@@ -120,7 +131,8 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
 
     if not isinstance(raw, dict):
         raise fail("expected a mapping with models, tasks, budgets")
-    unknown = sorted(set(raw) - {"name", "output", "models", "tasks", "budgets", "limit", "seed", "batch_size", "headline_nfe", "description"})
+    unknown = sorted(set(raw) - {"name", "output", "models", "tasks", "budgets", "limit", "seed", "batch_size", "headline_nfe", "description",
+                          "metadata"})
     if unknown:
         raise fail(f"unknown key(s) {', '.join(unknown)}")
     models_raw = raw.get("models")
@@ -151,9 +163,7 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
         if not (isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1):
             raise fail(f"models[{i}] ({m['name']}): processes must be an integer >= 1, got {processes!r}")
         models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources, processes))
-    tasks = raw.get("tasks")
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise fail("'tasks' must be a non-empty list of task names (use {nfe} for the budget)")
+    tasks, task_limits = _parse_tasks(raw.get("tasks"), fail)
     budgets = raw.get("budgets") or []
     if not isinstance(budgets, list) or not all(isinstance(b, int) and b > 0 for b in budgets):
         raise fail("'budgets' must be a list of positive integers")
@@ -161,29 +171,68 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
         raise fail("tasks use {nfe} but no budgets are given")
     output = Path(out) if out is not None else Path(raw.get("output") or f"results/{path.stem if path else 'leaderboard'}")
     limit = raw.get("limit")
-    if limit is not None and not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0):
+    if not _valid_limit(limit):
         raise fail("'limit' must be a positive number or null")
     for key, low in (("seed", 0), ("batch_size", 1), ("headline_nfe", 1)):
         value = raw.get(key)
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
             raise fail(f"'{key}' must be an integer >= {low}, got {value!r}")
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise fail("'metadata' must be a mapping of task metadata (e.g. ppl_model: gpt2-large)")
     return MatrixConfig(
         path=path, name=str(raw.get("name") or (path.stem if path else "leaderboard")), output=output,
         models=models, tasks=list(tasks), budgets=sorted(set(budgets)), limit=limit,
         seed=int(raw.get("seed", 0)), batch_size=int(raw.get("batch_size", 1)),
-        headline_nfe=int(raw.get("headline_nfe", 16)),
+        headline_nfe=int(raw.get("headline_nfe", 16)), metadata=dict(metadata),
+        task_limits={t: v for t, v in task_limits.items() if v != limit},
     )
+
+
+def _valid_limit(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+
+
+def _parse_tasks(raw: Any, fail) -> tuple[list[str], dict[str, Any]]:
+    """Task templates, and the limits of those given as ``{task: NAME, limit: L}``."""
+    usage = "'tasks' must be a non-empty list of task names (use {nfe} for the budget) or {task: NAME, limit: L}"
+    if not isinstance(raw, list) or not raw:
+        raise fail(usage)
+    tasks, limits = [], {}
+    for i, t in enumerate(raw):
+        if isinstance(t, dict):
+            if set(t) != {"task", "limit"} or not isinstance(t["task"], str):
+                raise fail(f"tasks[{i}]: expected {{task: NAME, limit: L}}, got {t!r}")
+            if not _valid_limit(t["limit"]):
+                raise fail(f"tasks[{i}] ({t['task']}): limit must be a positive number or null, got {t['limit']!r}")
+            limits[t["task"]] = t["limit"]
+            t = t["task"]
+        elif not isinstance(t, str):
+            raise fail(usage)
+        tasks.append(t)
+    return tasks, limits
 
 
 def plan(config: MatrixConfig) -> list[Cell]:
     """The cells, in config order: per model, each budget, then the budget-free tasks."""
-    per_budget = [t for t in config.tasks if "{nfe}" in t]
-    fixed = [t for t in config.tasks if "{nfe}" not in t]
+    per_budget = _by_limit(config, [t for t in config.tasks if "{nfe}" in t])
+    fixed = _by_limit(config, [t for t in config.tasks if "{nfe}" not in t])
     cells = []
     for m in config.models:
         base = config.output / "runs" / slug(m.name)
         for b in config.budgets if per_budget else []:
-            cells.append(Cell(m, b, [t.replace("{nfe}", str(b)) for t in per_budget], base / f"nfe{b}"))
-        if fixed:
-            cells.append(Cell(m, None, list(fixed), base / "fixed"))
+            for limit, (suffix, tasks) in per_budget.items():
+                cells.append(Cell(m, b, [t.replace("{nfe}", str(b)) for t in tasks], base / f"nfe{b}{suffix}", limit))
+        for limit, (suffix, tasks) in fixed.items():
+            cells.append(Cell(m, None, list(tasks), base / f"fixed{suffix}", limit))
     return cells
+
+
+def _by_limit(config: MatrixConfig, tasks: list[str]) -> dict:
+    """limit -> (folder suffix, tasks): the config's limit first (no suffix), then each task limit."""
+    groups: dict = {config.limit: ("", [])}
+    for t in tasks:
+        limit = config.task_limits.get(t, config.limit)
+        suffix = "" if limit == config.limit else f"-limit{'all' if limit is None else f'{limit:g}'}"
+        groups.setdefault(limit, (suffix, []))[1].append(t)
+    return {k: v for k, v in groups.items() if v[1]}

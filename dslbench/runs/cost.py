@@ -24,7 +24,7 @@ def dry_run_lines(pending: list, limit: int | float | None, executor: str) -> li
     total_docs = total_passes = 0
     unknown = False
     for cell in pending:
-        docs, passes = cell_cost(cell, limit)
+        docs, passes = cell_cost(cell, cell.limit)
         unknown |= docs is None
         total_docs += docs or 0
         total_passes += passes or 0

@@ -28,11 +28,13 @@ class LaunchedEvaluate:
 
     processes: int
 
-    def __call__(self, model, model_args, tasks, out_dir, limit=None, seed=1234, batch_size=1, force=False) -> dict:
+    def __call__(self, model, model_args, tasks, out_dir, limit=None, seed=1234, batch_size=1, force=False,
+                 metadata=None) -> dict:
         spec = Path(out_dir) / SPEC
         spec.parent.mkdir(parents=True, exist_ok=True)
         spec.write_text(json.dumps({"model": model, "model_args": model_args, "tasks": tasks, "out_dir": str(out_dir),
-                                    "limit": limit, "seed": seed, "batch_size": batch_size, "force": force}))
+                                    "limit": limit, "seed": seed, "batch_size": batch_size, "force": force,
+                                    "metadata": metadata}))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.processes}",
                "-m", "dslbench.runs.launch", str(spec)]
         try:

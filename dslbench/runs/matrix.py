@@ -24,7 +24,7 @@ from typing import Any, Callable
 from dslbench import fsio
 from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, load_config, plan
 from dslbench.runs.files import CELL_INFO
-from dslbench.runs.model_args import expand_arg, check_config, resolve_model_args
+from dslbench.runs.model_args import expand_arg, check_config, resolve_metadata, resolve_model_args
 
 
 @dataclass
@@ -76,8 +76,10 @@ def cell_description(cell: Cell, config: MatrixConfig) -> dict[str, Any]:
     args = {k: _portable(expand_arg(cell.model.name, k, v), config.output) for k, v in cell.model.model_args.items()}
     return {
         "name": cell.model.name, "backend": cell.model.backend, "model_args": args,
-        "budget": cell.budget, "tasks": cell.tasks, "limit": config.limit, "seed": config.seed,
+        "budget": cell.budget, "tasks": cell.tasks, "limit": cell.limit, "seed": config.seed,
         "batch_size": config.batch_size, "versions": versions(),
+        **({"metadata": {k: _portable(expand_arg("metadata", k, v), config.output) for k, v in config.metadata.items()}}
+           if config.metadata else {}),
     }
 
 
@@ -109,8 +111,9 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     partial.mkdir(parents=True)
     try:
         write_json_atomic(desc, partial / CELL_INFO)
-        evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=config.limit, seed=config.seed,
-                 batch_size=config.batch_size, force=True)
+        extra = {"metadata": resolve_metadata(config.metadata, config.output / "models")} if config.metadata else {}
+        evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=cell.limit, seed=config.seed,
+                 batch_size=config.batch_size, force=True, **extra)
         if not (partial / DONE).is_file():
             raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
     except BaseException:

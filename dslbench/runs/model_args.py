@@ -1,5 +1,5 @@
 """A leaderboard model's args: ``${VAR}`` expansion, the ``tiny:`` / ``tiny-dsl:`` / ``tiny-dg:``
-checkpoints built on first use,
+checkpoints built on first use (and the ``tiny-gpt2:`` evaluator of the task metadata),
 and the check of every model arg against its backend's declared args before anything runs."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, ModelSpe
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TINY = re.compile(r"^(tiny|tiny-dsl|tiny-dg):seed=(\d+)$")
 # spec kind -> the checkpoint directory's name prefix under the models folder
-_TINY_DIRS = {"tiny": "tiny-base", "tiny-dsl": "tiny-dsl", "tiny-dg": "tiny-dg"}
+_TINY_DIRS = {"tiny": "tiny-base", "tiny-dsl": "tiny-dsl", "tiny-dg": "tiny-dg", "tiny-gpt2": "tiny-gpt2"}
+_TINY_EVALUATOR = re.compile(r"^tiny-gpt2:seed=(\d+)$")
 
 
 def _tiny_dir(kind: str, seed: int, models_dir: Path) -> Path:
@@ -66,6 +67,21 @@ def _tiny_checkpoint(kind: str, seed: int, models_dir: Path) -> Path:
         save_dsl_checkpoint(model, dsl, tokenizer, dsl_dir,
                             {"beta_train": 2.0, "max_steps": 0, "data": "none (untrained DSL modules on the tiny base)"})
     return dsl_dir
+
+
+def resolve_metadata(metadata: dict[str, Any], models_dir: Path, build: bool = True) -> dict[str, Any]:
+    """The task metadata with ``${VAR}`` expanded and a ``tiny-gpt2:seed=N`` evaluator
+    (``ppl_model``) replaced by its folder, built on first use."""
+    out = {k: expand_arg("metadata", k, v) for k, v in metadata.items()}
+    spec = out.get("ppl_model")
+    if isinstance(spec, str) and (m := _TINY_EVALUATOR.match(spec)):
+        path = _tiny_dir("tiny-gpt2", int(m.group(1)), models_dir)
+        if build and not (path / "config.json").exists():
+            from dslbench.models.tiny_evaluator import make_tiny_evaluator
+
+            make_tiny_evaluator(path, seed=int(m.group(1)))
+        out["ppl_model"] = str(path)
+    return out
 
 
 def resolve_model_args(spec: ModelSpec, models_dir: Path, build: bool = True) -> dict[str, Any]:
@@ -124,6 +140,10 @@ def check_config(config: MatrixConfig, cells: list[Cell]) -> None:
             _check_backend_args(m, resolve_model_args(m, config.output / "models", build=False))
         except MatrixConfigError as err:
             problems.append(str(err))
+    try:
+        resolve_metadata(config.metadata, config.output / "models", build=False)
+    except MatrixConfigError as err:
+        problems.append(str(err))
     known = _known_tasks()
     if known:
         wanted = sorted({t for c in cells for t in c.tasks if t.startswith("dsl_")})
