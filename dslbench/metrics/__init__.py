@@ -6,6 +6,8 @@
 - ``summary``: ``summary_metrics`` / ``SUMMARY_METRICS`` / ``HIGHER_IS_BETTER``
 - ``repair``: selective-corruption repair fix / preserve rates (token and word level)
 - ``efficiency``: NFE, generated tokens, seconds per sample, tokens per forward
+- ``open_ended``: the released open-ended metrics (GenPPL, D2 / D3, Rep, words, n_valid, empty)
+- ``evaluator``: the GenPPL / MAUVE evaluator causal LM (loaded once per process), MAUVE
 - ``sample_stats``: the per-sample record a backend attaches to a response and tasks / reports split off
 
 Layer: bottom. May import its bottom-layer siblings and the utilities; nothing above.

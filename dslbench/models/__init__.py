@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "tiny_config": "dslbench.models.tiny",
     "make_tiny": "dslbench.models.tiny",
     "save_checkpoint": "dslbench.models.tiny",
+    "make_tiny_gpt2": "dslbench.models.tiny_evaluator",
 }
 
 __all__ = sorted(_LAZY)

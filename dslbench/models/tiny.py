@@ -16,7 +16,7 @@ from dslbench.models.staging import staged_checkpoint_dir
 from dslbench.models.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
 
 DEFAULT_TOKENIZER_VOCAB = 1024
-TINY_FAMILIES = ("llada", "dream", "diffusiongemma")
+TINY_FAMILIES = ("llada", "dream", "diffusiongemma", "gpt2")  # gpt2: the GenPPL / MAUVE evaluator
 
 
 def tiny_config(
@@ -139,6 +139,12 @@ def make_tiny(
 
     if family not in TINY_FAMILIES:
         raise ValueError(f"family={family!r} is not supported for tiny checkpoints; allowed: {list(TINY_FAMILIES)}")
+    if family == "gpt2":  # a trained causal LM with its own GPT-2-style tokenizer, not a diffusion model
+        from dslbench.models.tiny_evaluator import make_tiny_gpt2
+
+        if config_overrides:
+            raise ValueError(f"config overrides {sorted(config_overrides)} are only supported for family='llada'")
+        return make_tiny_gpt2(out, seed=seed, texts=list(texts) if texts is not None else None)
     _seed_everything(seed)
     corpus = list(texts) if texts is not None else _default_corpus(seed)
     tokenizer = train_tokenizer(corpus, vocab_size=DEFAULT_TOKENIZER_VOCAB)

@@ -1,0 +1,154 @@
+"""The evaluator causal LM behind GenPPL and MAUVE (GPT-2-large as published; any causal LM by hub
+id or local folder).
+
+- :func:`load_evaluator` loads it once per process per ``(name, device)``; ``device=None`` is the
+  device the dslbench backends announced with :func:`set_default_device` (else CPU).
+- :meth:`Evaluator.score`: per text ``(mean token NLL, n_tokens)`` on the released 128-word cut,
+  exactly HF's ``model(ids, labels=ids).loss``, batched; ``None`` for a text that is not scored.
+- :meth:`Evaluator.features`: MAUVE features, computed by mauve-text's own featurizer.
+- :func:`mauve_score` / :func:`released_mauve`: MAUVE on those features (mauve-text defaults).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+DEFAULT_EVALUATOR = "gpt2-large"
+_default_device: Any = None
+_cache: dict[tuple[str, str], "Evaluator"] = {}
+
+
+def set_default_device(device) -> None:
+    """The device ``load_evaluator(device=None)`` uses: the backends call this with the model's."""
+    global _default_device
+    _default_device = device
+
+
+def _resolve_device(device):
+    import torch
+
+    return torch.device(device if device is not None else (_default_device or "cpu"))
+
+
+def load_evaluator(name_or_path: str = DEFAULT_EVALUATOR, device=None) -> "Evaluator":
+    """The evaluator (eval mode, float32), loaded at most once per process per ``(name, device)``.
+
+    Raises ValueError (one line) when the model is neither a local folder nor loadable from the hub
+    or its cache (e.g. offline)."""
+    dev = _resolve_device(device)
+    local = os.path.isdir(os.path.expanduser(str(name_or_path)))
+    name = os.path.realpath(os.path.expanduser(str(name_or_path))) if local else str(name_or_path)
+    key = (name, str(dev))
+    if key not in _cache:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        except OSError as err:
+            if local:
+                raise  # a broken local folder: its own error is the useful one
+            raise ValueError(
+                f"evaluator model {name!r} is not a local folder and cannot be loaded from the hub or its "
+                f"cache (offline?); point at a local copy with --metadata '{{\"ppl_model\": \"/path/to/folder\"}}'"
+            ) from err
+        _cache[key] = Evaluator(name, model.to(dev).eval(), tokenizer, dev)
+    return _cache[key]
+
+
+@dataclass
+class Evaluator:
+    name: str
+    model: Any
+    tokenizer: Any
+    device: Any
+
+    @property
+    def pad_id(self) -> int:
+        # Any id works under right padding (masked out, after the real tokens); pad, else eos, else 0.
+        for tid in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if tid is not None:
+                return int(tid)
+        return 0
+
+    def score(self, texts: Sequence[str], max_words: int = 128, max_tokens: int = 1024,
+              batch_size: int = 16) -> list[tuple[float, int] | None]:
+        """Per text ``(mean NLL over its n-1 shifted positions, n tokens)`` on
+        ``" ".join(text.split()[:max_words])`` tokenized with the tokenizer's defaults (truncated
+        at ``max_tokens``); ``None`` when the cut is empty or has < 2 tokens (the released skips)."""
+        out: list[tuple[float, int] | None] = [None] * len(texts)
+        encoded = {}
+        for i, text in enumerate(texts):
+            cut = " ".join(text.split()[:max_words])
+            if cut:
+                ids = self.tokenizer(cut, truncation=True, max_length=max_tokens)["input_ids"]
+                if len(ids) >= 2:
+                    encoded[i] = ids
+        order = sorted(encoded, key=lambda i: len(encoded[i]), reverse=True)  # similar lengths share a batch
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            for i, nll in zip(rows, self._mean_nll([encoded[i] for i in rows])):
+                out[i] = (nll, len(encoded[i]))
+        return out
+
+    def _mean_nll(self, rows: list[list[int]]) -> list[float]:
+        import torch
+        import torch.nn.functional as F
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):  # right padding: real tokens keep positions 0..n-1
+            ids[k, :len(r)] = torch.tensor(r)
+            mask[k, :len(r)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            keep = mask[:, 1:].float()
+            return ((nll * keep).sum(1) / keep.sum(1)).tolist()
+
+    def tokenize_for_mauve(self, texts: Sequence[str], max_tokens: int = 256) -> list:
+        """Exactly mauve-text's ``get_features_from_input`` tokenization: ``(1, n)`` LongTensors."""
+        return [self.tokenizer.encode(t, return_tensors="pt", truncation=True, max_length=max_tokens)
+                for t in texts]
+
+    def features(self, texts: Sequence[str], max_tokens: int = 256, batch_size: int = 16):
+        """MAUVE features ``(len(texts), hidden)``: the last layer's hidden state at each text's final
+        token, by mauve-text's own ``featurize_tokens_from_model``. The backbone (``base_model``) is
+        what mauve's ``AutoModel`` loads: the same last hidden state, without computing logits."""
+        from mauve.utils import featurize_tokens_from_model
+
+        tokens = self.tokenize_for_mauve(texts, max_tokens)
+        feats = featurize_tokens_from_model(self.model.base_model, tokens, batch_size, name="evaluator")
+        return feats.float().numpy()
+
+
+def mauve_score(p_texts: Sequence[str], q_texts: Sequence[str], evaluator: Evaluator,
+                max_text_length: int = 256, batch_size: int = 16, **kw) -> float:
+    """``mauve.compute_mauve(...).mauve`` on the evaluator's features; ``kw`` go to compute_mauve
+    (its defaults otherwise: seed 25, ...). Empty strings are dropped, as mauve's text path does."""
+    import mauve
+
+    p = evaluator.features([t for t in p_texts if len(t) > 0], max_text_length, batch_size)
+    q = evaluator.features([t for t in q_texts if len(t) > 0], max_text_length, batch_size)
+    return float(mauve.compute_mauve(p_features=p, q_features=q, **kw).mauve)
+
+
+def released_mauve(generations: Sequence[str], references: Sequence[str], evaluator: Evaluator,
+                   max_text_length: int = 256, **kw) -> float:
+    """MAUVE with the released pairing: p = the non-empty references among the FIRST n_valid
+    references (n_valid = number of non-empty generations), q = that many non-empty generations.
+
+    Quirk kept on purpose: the references are the first n_valid in document order, not those of
+    the non-empty generations. NaN (no figure) when either side has < 2 texts: mauve cannot run."""
+    valid = [g for g in generations if g.strip()]
+    ref_valid = [r for r in references[:len(valid)] if r.strip()]
+    q = valid[:len(ref_valid)]
+    if len(ref_valid) < 2 or len(q) < 2:
+        return math.nan
+    return mauve_score(ref_valid, q, evaluator, max_text_length=max_text_length, **kw)
