@@ -187,12 +187,12 @@ def build_models(cfg: DemoConfig, models_dir: Path, log=print) -> dict[str, Path
 
 def build_evaluator(cfg: DemoConfig, models_dir: Path, log=print) -> Path:
     """The tiny GPT-2 evaluator of the open-ended cells (stands in for GPT-2-large offline)."""
-    from dslbench.models.tiny_evaluator import make_tiny_evaluator
+    from dslbench.models.tiny_evaluator import make_tiny_gpt2
 
     path = models_dir / f"evaluator-gpt2-{_digest({'seed': cfg.seed, 'family': 'gpt2'})}"
     if not _cached(path):
         log(f"training the tiny GPT-2 evaluator of the open-ended cells ({path.name})")
-        make_tiny_evaluator(path, seed=cfg.seed)
+        make_tiny_gpt2(path, seed=cfg.seed)
     return path
 
 

@@ -37,3 +37,12 @@ def untrained_dsl_ckpt(tiny_ckpt, tmp_path_factory):
     dsl.init_from_backbone(model.get_input_embeddings().weight, info.mask_id)
     out = tmp_path_factory.mktemp("untrained-dsl") / "dsl"
     return save_dsl_checkpoint(model, dsl, tokenizer, out, {"beta_train": 2.0, "max_steps": 0, "data": "none"})
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """The tiny GPT-2 evaluator of the open-ended tasks (``make-tiny --family gpt2``); its folder
+    name holds ``gpt2`` so mauve-text's own text path can load it too."""
+    from dslbench.models.tiny_evaluator import make_tiny_gpt2
+
+    return make_tiny_gpt2(tmp_path_factory.mktemp("evaluator") / "tiny-gpt2", seed=0)

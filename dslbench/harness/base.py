@@ -77,6 +77,10 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         self._given_common = {k for k in kwargs if k in COMMON_ARGS}
         self._setup_distributed()
         self._load(self.args["pretrained"])
+        # the open-ended tasks' evaluator (GenPPL, MAUVE) runs on the model's device
+        from dslbench.metrics.evaluator import set_default_device
+
+        set_default_device(self._device)
         self.batch_size = self.args["batch_size"]
         self._check_prompt_cache()
         self._cache_seam = None

@@ -109,8 +109,8 @@ def evaluate_cell(
         batch_size=batch_size,
         log_samples=True,
         evaluation_tracker=tracker,
-        task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir())),
-        metadata=metadata or None,
+        # lm-eval hands --metadata to the tasks through its TaskManager (ours, for the include path)
+        task_manager=TaskManager(include_defaults=False, include_path=str(tasks_dir()), metadata=metadata or None),
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,

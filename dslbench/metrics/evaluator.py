@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -124,7 +125,9 @@ class Evaluator:
         from mauve.utils import featurize_tokens_from_model
 
         tokens = self.tokenize_for_mauve(texts, max_tokens)
-        feats = featurize_tokens_from_model(self.model.base_model, tokens, batch_size, name="evaluator")
+        with warnings.catch_warnings():  # mauve-text's own call style; nothing a user can act on
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+            feats = featurize_tokens_from_model(self.model.base_model, tokens, batch_size, name="evaluator")
         return feats.float().numpy()
 
 

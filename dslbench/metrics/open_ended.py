@@ -4,9 +4,9 @@ aggregations. All are over *valid* outputs (``text.strip() != ""``); words = ``t
 
 Metric names and the per-sample item each aggregation receives (:func:`metric_items`):
 
-- ``genppl``: ``(mean_nll, n_tokens)`` from :meth:`Evaluator.score`, or None (not scored: empty,
-  or < 2 tokens). exp(mean of mean_nll); NaN when nothing is scored (the figure does not exist;
-  the released script gave None).
+- ``genppl``: the text's mean token NLL from :meth:`Evaluator.score`, or None (not scored: empty,
+  or < 2 tokens); its token count travels in the sample's record. exp(mean of the NLLs); NaN
+  when nothing is scored (the figure does not exist; the released script gave None).
 - ``d2`` / ``d3``: the text's word n-grams, each a space-joined string (lossless: words have no
   whitespace), or None (empty). Distinct pooled: ``len(set) / len(all)``; 0.0 when there are none.
 - ``rep``: ``(repeats, pairs)`` (adjacent equal words, adjacent pairs) or None. Pooled
@@ -42,7 +42,7 @@ def metric_items(sample: dict, score=None) -> dict:
     :func:`per_sample` record and its :meth:`Evaluator.score` entry."""
     valid = bool(sample["valid"])
     return {
-        "genppl": (score[0], score[1]) if valid and score is not None else None,
+        "genppl": float(score[0]) if valid and score is not None else None,
         "d2": sample["ngrams2"] if valid else None,
         "d3": sample["ngrams3"] if valid else None,
         "rep": (sample["repeats"], sample["pairs"]) if valid else None,
@@ -52,8 +52,8 @@ def metric_items(sample: dict, score=None) -> dict:
     }
 
 
-def genppl(items: Iterable) -> float:
-    nlls = [float(item[0]) for item in items if item is not None]
+def genppl(items: Iterable[float | None]) -> float:
+    nlls = [float(item) for item in items if item is not None]
     return math.exp(sum(nlls) / len(nlls)) if nlls else math.nan
 
 

@@ -77,9 +77,9 @@ def resolve_metadata(metadata: dict[str, Any], models_dir: Path, build: bool = T
     if isinstance(spec, str) and (m := _TINY_EVALUATOR.match(spec)):
         path = _tiny_dir("tiny-gpt2", int(m.group(1)), models_dir)
         if build and not (path / "config.json").exists():
-            from dslbench.models.tiny_evaluator import make_tiny_evaluator
+            from dslbench.models.tiny_evaluator import make_tiny_gpt2
 
-            make_tiny_evaluator(path, seed=int(m.group(1)))
+            make_tiny_gpt2(path, seed=int(m.group(1)))
         out["ppl_model"] = str(path)
     return out
 

@@ -70,7 +70,7 @@ class EvaluatorScores(Filter):
         if not texts:
             return []
         evaluator = load_evaluator(models.pop())
-        valid = [i for i, t in enumerate(texts) if oe.is_valid(t)]
+        valid = [i for i, t in enumerate(texts) if t.strip()]  # the released script scores non-empty outputs
         scores = dict(zip(valid, evaluator.score([texts[i] for i in valid])))
         out = []
         for i, (text, stats) in enumerate(zip(texts, records)):
@@ -87,15 +87,9 @@ def process_results(doc: dict, results: list[str]) -> dict:
     eff = efficiency(stats)
     if "ppl_nll" not in stats:
         raise ValueError("the dslbench record has no evaluator score: run the dsl_gen_* task as shipped (its filter scores it)")
-    sample = oe.per_sample(text)
+    score = None if stats["ppl_nll"] is None else (stats["ppl_nll"], stats["ppl_tokens"])
     out = {
-        "genppl": stats["ppl_nll"],
-        "d2": sample["ngrams2"],
-        "d3": sample["ngrams3"],
-        "rep": sample["rep"],
-        "words": sample["words"],
-        "n_valid": int(sample["valid"]),
-        "empty": float(not sample["valid"]),
+        **oe.metric_items(oe.per_sample(text), score),
         **eff,
         "tokens_per_forward": (eff["gen_tokens"], eff["nfe"]),
     }
