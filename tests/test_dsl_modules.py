@@ -160,8 +160,13 @@ def test_convert_and_its_gradients_equal_the_slot_softmax_formula():
         return h.detach(), [p.grad.clone() for p in dsl.trainable_parameters()]
 
     conv = dsl.converter
-    oracle = value_and_grads(lambda: torch.nn.functional.linear(
-        dsl.slot_probs(z, beta_scale=2.0), conv.backbone_embedding.weight, conv.backbone_embedding.bias))
+
+    def formula():  # written out here, not the project's slot_probs: K = [E_n; 0], scale 2
+        keys = torch.cat([dsl.noise_embed.weight, torch.zeros(1, d)], dim=0)
+        probs = torch.softmax(conv.beta * 2.0 * (z @ keys.T) + conv.logit_bias, dim=-1)
+        return torch.nn.functional.linear(probs, conv.backbone_embedding.weight, conv.backbone_embedding.bias)
+
+    oracle = value_and_grads(formula)
     fast = value_and_grads(lambda: dsl.convert(z, beta_scale=2.0))
     torch.testing.assert_close(fast[0], oracle[0], rtol=1e-5, atol=1e-6)
     for got, want in zip(fast[1], oracle[1]):

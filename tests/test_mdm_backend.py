@@ -137,5 +137,9 @@ def test_meaningless_combinations_are_refused_at_load(tiny_ckpt, args, match):
 
 
 def test_confidence_eos_eot_inf_values(tiny_ckpt):
-    for value in ("true", "false", "released", "both"):
-        MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},confidence_eos_eot_inf={value}")
+    expected = {"true": "released", "released": "released", "false": "false", "both": "both"}
+    for value, mode in expected.items():
+        backend = MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},confidence_eos_eot_inf={value}")
+        assert backend._unmasking(backend.args)[0] == mode, value
+    with pytest.raises(ValueError, match="confidence_eos_eot_inf='maybe'.*false, true.*both"):
+        MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},confidence_eos_eot_inf=maybe")

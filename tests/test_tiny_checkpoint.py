@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "ckpt"
-    start = time.perf_counter()
-    path = make_tiny(out, seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"make_tiny took {elapsed:.1f}s"
-    return path
+    # (its build time is measured by benchmarks/, not asserted: a wall-clock limit fails on a busy machine)
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
 
 
 def test_files_written(tiny_dir):
