@@ -110,6 +110,38 @@ def test_unknown_task_and_placeholders_refused_before_running(tmp_path, monkeypa
     assert {c[1]["pretrained"] for c in stub.calls} == {"/ckpt/dsl"}
 
 
+def test_tasks_with_their_own_limit_form_cells_of_their_own(tmp_path):
+    tasks = ["dsl_summ_synth_{nfe}step", {"task": "dsl_gen_synth_{nfe}step", "limit": None},
+             {"task": "dsl_repair_synth_random_10", "limit": 2}, {"task": "dsl_gen_prefix_{nfe}step", "limit": 3}]
+    cfg = load_config(_cfg(tmp_path, tasks=tasks, budgets=[4], models=CONFIG["models"][:1],
+                           metadata={"ppl_model": "tiny-gpt2:seed=0"}), out=tmp_path / "out")
+    cells = plan(cfg)
+    assert [(c.dir.name, c.limit, c.tasks) for c in cells] == [
+        ("nfe4", 3, ["dsl_summ_synth_4step", "dsl_gen_prefix_4step"]),  # the config's own limit (3)
+        ("nfe4-limitall", None, ["dsl_gen_synth_4step"]),
+        ("fixed-limit2", 2, ["dsl_repair_synth_random_10"]),
+    ]
+    assert [c.label for c in cells] == ["LLaDA @ NFE 4", "LLaDA @ NFE 4 (all documents)", "LLaDA @ fixed budget (limit 2)"]
+    check_config(cfg, cells)
+    from dslbench.runs.matrix import cell_description
+    from dslbench.runs.model_args import resolve_metadata
+
+    desc = cell_description(cells[1], cfg)
+    assert desc["limit"] is None and desc["metadata"] == {"ppl_model": "tiny-gpt2:seed=0"}  # as written
+    resolved = resolve_metadata(cfg.metadata, cfg.output / "models", build=False)
+    assert resolved["ppl_model"] == str(cfg.output / "models" / "tiny-gpt2-seed0")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"tasks": [{"task": "dsl_gen_synth_{nfe}step"}]}, r"tasks\[0\]: expected \{task: NAME, limit: L\}"),
+    ({"tasks": [{"task": "dsl_gen_synth_{nfe}step", "limit": -1}]}, "limit must be a positive number or null"),
+    ({"metadata": ["ppl_model"]}, "'metadata' must be a mapping"),
+])
+def test_bad_task_limits_and_metadata(tmp_path, bad, match):
+    with pytest.raises(MatrixConfigError, match=match):
+        load_config(_cfg(tmp_path, **bad))
+
+
 def test_resume_skip_force_and_atomic_cells(tmp_path):
     cfg, out = _cfg(tmp_path), tmp_path / "out"
     quiet = {"log": lambda s: None, "n_boot": 20}
@@ -196,11 +228,20 @@ def test_shipped_configs():
     cells = plan(pub)
     summ = {t for c in cells for t in c.tasks if t.startswith("dsl_summ")}
     assert summ == {f"dsl_summ_{d}_{n}step" for d in ("xsum", "cnndm", "pubmed", "arxiv") for n in pub.budgets}
+    # the open-ended experiment as published: all 200 prompts / prefixes (their own limit), GPT-2-large,
+    # the released DSL loop beside the LLaDA and LLaDA+EOS+Block rows
+    gen = [c for c in cells if any(t.startswith("dsl_gen") for t in c.tasks)]
+    assert {c.limit for c in gen} == {None} and {c.limit for c in cells if c not in gen} == {100}
+    assert {t for c in gen for t in c.tasks} == {f"dsl_gen{p}_{n}step" for p in ("", "_prefix") for n in pub.budgets}
+    assert pub.metadata == {"ppl_model": "gpt2-large"}
+    released = by_name["DSL-SDE (released open-ended loop)"]
+    assert (released["accounting"], released["numerics"], released["snr_schedule"]) == ("published", "released", "sensitive")
     # the adapted checkpoints are placeholders: refused, by name, until set
     with pytest.raises(MatrixConfigError, match="DSLBENCH_DSL_CKPT"):
         check_config(pub, cells)
     tiny = load_config(baselines_dir() / "tiny.yaml")
     assert str(tiny.output) == "results"
+    assert tiny.metadata == {"ppl_model": "tiny-gpt2:seed=0"} and "dsl_gen_synth_{nfe}step" in tiny.tasks
     assert len({m.backend for m in tiny.models}) >= 2
     check_config(tiny, plan(tiny))  # every task exists, nothing to fill in
 
