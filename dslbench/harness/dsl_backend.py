@@ -55,8 +55,9 @@ DSL_ARGS: dict[str, Arg] = {
     "numerics": Arg("dslbench", str, NUMERICS,
                     "dslbench: float64 state and draws, one seed per prompt (hash of seed and prompt ids); released: "
                     "the released open-ended loop's float32 arithmetic, converter and top-k mean, and every prompt "
-                    "seeded with seed itself (all start from the same noise, as released). The released loop is "
-                    "accounting=published,numerics=released"),
+                    "seeded with seed itself (all start from the same noise, as released); rows are decoded one at a "
+                    "time without padding, as released (batch-invariant tokens, no batching speed-up). The released "
+                    "loop is accounting=published,numerics=released"),
     "repair_path": Arg("token", str, REPAIR_PATHS,
                        "token: the published repair protocol (the corrupted ids' token embeddings straight into the "
                        "backbone, one forward, argmax); converter: a dslbench variant, not the published protocol "
@@ -115,6 +116,8 @@ class DSLLLaDA(DiffusionBackend):
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
         beta, beta_scale = self._beta_scale(opts)
+        if opts["numerics"] == "released" and self.args["prompt_cache"]:
+            raise ValueError(f"{self.NAME}: numerics=released decodes each prompt alone and uncached; use prompt_cache=false")
         out = dsl_generate(
             self._seam(prompt_ids.shape[1]),
             prompt_ids,
