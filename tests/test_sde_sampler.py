@@ -16,7 +16,9 @@ from dslbench.diffusion.sde import (
     kth_largest,
     posterior_mean,
     published_snr_grid,
+    schedule_grid,
     snr_grid,
+    uniform_snr_grid,
 )
 
 TARGET = torch.tensor([3, 5, 1, 7, 2, 9, 0, 4, 11, 12, 6, 8, 3, 3, 10, 1])
@@ -55,6 +57,22 @@ def test_sensitive_grid_hand_computed_values():
         g = snr_grid(n)
         assert len(g) == n + 1 and torch.all(g[1:] > g[:-1])
         assert g[-1].item() == pytest.approx(100.0 if n >= 11 else 74.0)
+
+
+def test_uniform_grid_hand_computed_values():
+    # log-spaced 0.01 -> 100: four decades split evenly
+    cases = {0: [100.0], 1: [0.01, 100.0], 2: [0.01, 1.0, 100.0], 4: [0.01, 0.1, 1.0, 10.0, 100.0],
+             8: [10 ** (e / 2) for e in range(-4, 5)]}  # half decades: 0.01, 0.0316.., 0.1, ..., 100
+    for steps, expected in cases.items():
+        assert uniform_snr_grid(steps).tolist() == pytest.approx(expected, rel=1e-6)
+        assert schedule_grid(steps, "uniform", published=True).tolist() == pytest.approx(expected, rel=1e-6)
+    # both accountings use it: strict 8 = 3 Heun + 1 one-call step; published 8 = 4 Heun steps
+    assert plan_steps(8, snr_schedule="uniform").grid.tolist() == pytest.approx(cases[4], rel=1e-6)
+    published = plan_steps(8, accounting="published", snr_schedule="uniform")
+    assert published.heun == 4 and published.grid.tolist() == pytest.approx(cases[4], rel=1e-6)
+    assert plan_steps(1, snr_schedule="uniform").grid.tolist() == [100.0]
+    with pytest.raises(ValueError, match="snr_schedule"):
+        plan_steps(8, snr_schedule="linear")
 
 
 def test_noise_scale_by_budget():

@@ -36,6 +36,14 @@ grid ends at 74, not 100, exactly as published. For ``n = 1`` the published cons
 ``[0.01, 100]`` instead so that the step count is exact, while :func:`published_snr_grid` keeps
 the quirk. ``n = 0`` is the grid ``[100]`` (only the final pass, from the random start).
 
+SNR grid "uniform" (``snr_schedule="uniform"``): ``n`` steps log-spaced 0.01 -> 100, the released
+open-ended script's grid for its models other than the beta-1 ones (no quirks; ``n = 0`` is
+``[100]``).
+
+``numerics="released"`` (:mod:`dslbench.diffusion.sde_released`) runs this same loop with the
+released script's arithmetic (float32 state, grid and draws, its converter and posterior mean);
+the default ``"dslbench"`` keeps float64 state and draws.
+
 NFE accounting (every ``forward`` call is counted at the seam; the budget caps calls per sample,
 the final argmax pass included):
 
@@ -62,8 +70,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dslbench.diffusion import rng
+from dslbench.diffusion import rng, sde_released
 from dslbench.diffusion.denoiser import logits_from
+from dslbench.diffusion.sde_released import NUMERICS, SNR_SCHEDULES
 
 SAMPLERS = ("sde", "euler", "ode")
 ACCOUNTINGS = ("strict", "published")
@@ -151,6 +160,25 @@ def snr_grid(steps: int, snr_min: float = SNR_MIN, snr_max: float = SNR_MAX) -> 
     return published_snr_grid(steps, snr_min, snr_max)
 
 
+def uniform_snr_grid(steps: int, snr_min: float = SNR_MIN, snr_max: float = SNR_MAX) -> torch.Tensor:
+    """``steps`` intervals log-spaced ``snr_min -> snr_max`` (float64); ``[snr_max]`` for none."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got steps={steps}")
+    if steps == 0:
+        return torch.tensor([snr_max], dtype=torch.float64)
+    return torch.tensor(_log_spaced(snr_min, snr_max, steps), dtype=torch.float64)
+
+
+def schedule_grid(steps: int, schedule: str = "sensitive", published: bool = False) -> torch.Tensor:
+    """The float64 grid of ``schedule`` for ``steps`` steps; ``published``: the sensitive grid's
+    released quirks (see :func:`published_snr_grid`)."""
+    if schedule not in SNR_SCHEDULES:
+        raise ValueError(f"snr_schedule={schedule!r}; allowed: {', '.join(SNR_SCHEDULES)}")
+    if schedule == "uniform":
+        return uniform_snr_grid(steps)
+    return published_snr_grid(steps) if published else snr_grid(steps)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """How a budget is spent: ``heun`` two-call steps, then ``euler`` one-call steps, then the
@@ -158,9 +186,11 @@ class StepPlan:
 
     heun: int
     euler: int
-    grid: torch.Tensor  # float64, heun + euler + 1 points
+    grid: torch.Tensor  # heun + euler + 1 points: float64, or float32 under numerics=released
     accounting: str
     budget: int
+    snr_schedule: str = "sensitive"
+    numerics: str = "dslbench"
 
     @property
     def steps(self) -> int:
@@ -171,8 +201,16 @@ class StepPlan:
         return 2 * self.heun + self.euler + 1
 
 
-def plan_steps(nfe: int, sampler: str = "sde", accounting: str = "strict") -> StepPlan:
-    """Fit the step count to an NFE budget (see the module docstring for the rule)."""
+def plan_steps(
+    nfe: int, sampler: str = "sde", accounting: str = "strict", snr_schedule: str = "sensitive", numerics: str = "dslbench"
+) -> StepPlan:
+    """Fit the step count to an NFE budget (see the module docstring for the rule); the grid is
+    ``snr_schedule``'s, built with ``numerics``' arithmetic."""
+    if numerics not in NUMERICS:
+        raise ValueError(f"numerics={numerics!r}; allowed: {', '.join(NUMERICS)}")
+    if snr_schedule not in SNR_SCHEDULES:
+        raise ValueError(f"snr_schedule={snr_schedule!r}; allowed: {', '.join(SNR_SCHEDULES)}")
+    build = sde_released.released_grid if numerics == "released" else schedule_grid
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if accounting not in ACCOUNTINGS:
@@ -185,21 +223,22 @@ def plan_steps(nfe: int, sampler: str = "sde", accounting: str = "strict") -> St
             heun, euler = 0, nfe - 1
         else:
             heun, euler = (nfe - 1) // 2, (nfe - 1) % 2
-        grid = snr_grid(heun + euler)
+        grid = build(heun + euler, snr_schedule)
     else:
         if sampler == "euler":
             if nfe < 1:
                 raise ValueError(f"published accounting needs nfe >= 1, got nfe={nfe}")
             heun, euler = 0, nfe
-            grid = snr_grid(nfe)
+            grid = build(nfe, snr_schedule)
         else:
             if nfe < 2:
                 raise ValueError(
                     f"published accounting runs nfe // 2 Heun steps and needs nfe >= 2, got nfe={nfe}"
                 )
-            grid = published_snr_grid(nfe // 2)
+            grid = build(nfe // 2, snr_schedule, published=True)
             heun, euler = len(grid) - 1, 0
-    return StepPlan(heun=heun, euler=euler, grid=grid, accounting=accounting, budget=nfe)
+    return StepPlan(heun=heun, euler=euler, grid=grid, accounting=accounting, budget=nfe,
+                    snr_schedule=snr_schedule, numerics=numerics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +251,7 @@ class DSLOutput:
     nfe: int  # denoiser calls made (read from the seam's counter)
     plan: StepPlan
     noise_scale: float
-    y: torch.Tensor  # [B, gen_length, d] final state (float64)
+    y: torch.Tensor  # [B, gen_length, d] final state (float64; float32 under numerics=released)
     logits: torch.Tensor  # [B, gen_length, V] final logits (float32)
 
     @property
@@ -324,6 +363,8 @@ def dsl_generate(
     topk: int | None = DEFAULT_TOPK,
     accounting: str = "strict",
     one_call_step: str = "exponential",
+    snr_schedule: str = "sensitive",
+    numerics: str = "dslbench",
     generator: rng.Generators = None,
     trace: Callable[[SDEStepTrace], None] | None = None,
 ) -> DSLOutput:
@@ -334,10 +375,13 @@ def dsl_generate(
     Brownian increments) comes from ``generator`` (drawn on its device), so a seed fixes the
     output; a sequence of generators, one per row, gives each row its own stream
     (:mod:`dslbench.diffusion.rng`). ``one_call_step`` is the form of the one-call steps (see the module docstring).
+    ``snr_schedule``: ``sensitive`` or ``uniform``; ``numerics``: ``dslbench`` or ``released``
+    (:mod:`dslbench.diffusion.sde_released`; it decodes the rows one at a time, unpadded, and
+    its ``nfe`` is then the calls of one row).
     """
     if gen_length < 1:
         raise ValueError(f"gen_length must be >= 1, got {gen_length}")
-    plan = plan_steps(nfe, sampler, accounting)
+    plan = plan_steps(nfe, sampler, accounting, snr_schedule, numerics)
     if sampler == "ode":
         ns = 0.0 if noise_scale is None else float(noise_scale)
         if ns != 0.0:
@@ -352,6 +396,16 @@ def dsl_generate(
         raise ValueError(f"one_call_step={one_call_step!r}; allowed: {', '.join(ONE_CALL_STEPS)}")
 
     batch, prompt_len = prompt_ids.shape
+    if numerics == "released" and batch > 1:
+        # The released loop decodes one unpadded prompt at a time; a padded, batched forward
+        # rounds differently (1e-6 in the logits), which can flip a token: each row runs alone.
+        outs = sde_released.by_row(
+            dsl_generate, denoiser, prompt_ids, prompt_mask, generator, gen_length=gen_length, nfe=nfe,
+            sampler=sampler, noise_scale=noise_scale, beta_scale=beta_scale, topk=topk, accounting=accounting,
+            one_call_step=one_call_step, snr_schedule=snr_schedule, numerics=numerics, trace=trace,
+        )
+        return DSLOutput(tokens=torch.cat([o.tokens for o in outs]), nfe=outs[0].nfe, plan=plan, noise_scale=ns,
+                         y=torch.cat([o.y for o in outs]), logits=torch.cat([o.logits for o in outs]))
     device = prompt_ids.device
     emb = denoiser.noise_embedding.detach().to(device=device, dtype=torch.float32)
     dim = emb.shape[1]
@@ -360,11 +414,16 @@ def dsl_generate(
         attention_mask = torch.cat(
             [prompt_mask.to(device), torch.ones((batch, gen_length), dtype=prompt_mask.dtype, device=device)], dim=1
         )
-    grid = plan.grid.tolist()
+    released = numerics == "released"
+    # Released: 0-dim float32 tensors on the state's device, so every scalar op below (``ns / s``
+    # is a reciprocal times ns) rounds as the released loop does; dslbench: Python floats.
+    grid = plan.grid.to(device) if released else plan.grid.tolist()
+    state = torch.float32 if released else torch.float64
+    convert = sde_released.released_converter(denoiser) if released else denoiser.convert
     nfe_before = denoiser.nfe
 
     def noise(shape) -> torch.Tensor:
-        return rng.randn(shape, generator, device=device, dtype=torch.float64)
+        return rng.randn(shape, generator, device=device, dtype=state)
 
     # The posterior mean's vocabulary-wide temporaries, reused by every evaluation on CPU (where
     # fresh multi-MB buffers cost page faults each time); a GPU's caching allocator already
@@ -375,10 +434,16 @@ def dsl_generate(
 
         def evaluate(y: torch.Tensor, s: float, mean: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
             z = (s * y).to(torch.float32)
-            h = denoiser.convert(z, beta_scale).to(prompt_embeds.dtype)
-            logits = logits_from(denoiser, torch.cat([prompt_embeds, h], dim=1), attention_mask, prompt_len).float()
+            h = convert(z, beta_scale).to(prompt_embeds.dtype)
+            inputs = torch.cat([prompt_embeds, h], dim=1)
+            if released:  # the head over the whole canvas, then the response slice, as released
+                logits = denoiser.forward(inputs, attention_mask)[:, prompt_len:].float()
+            else:
+                logits = logits_from(denoiser, inputs, attention_mask, prompt_len).float()
             if not mean:  # the final pass only needs its logits
                 return None, logits
+            if released:
+                return sde_released.released_posterior_mean(logits, emb, topk), logits
             return posterior_mean(logits, emb, topk, buffers).to(torch.float64), logits
 
         y = F.normalize(noise((batch, gen_length, dim)), dim=-1)
@@ -386,7 +451,7 @@ def dsl_generate(
         for i in range(n_steps):
             s, s_next = grid[i], grid[i + 1]
             ds = s_next - s
-            d_w = math.sqrt(abs(ds)) * noise(y.shape)
+            d_w = (ds.abs().sqrt() if released else math.sqrt(abs(ds))) * noise(y.shape)
             xhat, logits = evaluate(y, s)
             f = (xhat - y) / s
             g = ns / s
@@ -405,7 +470,7 @@ def dsl_generate(
             if trace is not None:
                 top_id = logits.argmax(dim=-1)
                 top_prob = torch.softmax(logits, dim=-1).gather(-1, top_id[..., None]).squeeze(-1)
-                trace(SDEStepTrace(i, s, s_next, kind, y.clone(), top_id, top_prob))
+                trace(SDEStepTrace(i, float(s), float(s_next), kind, y.clone(), top_id, top_prob))
 
         _, logits = evaluate(y, grid[-1], mean=False)
     tokens = logits.argmax(dim=-1)

@@ -289,19 +289,27 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
                 self.cache_hook.add_partial("generate_until", req.args, outputs[i])
         return results
 
+    def _row_seeds(self, contexts: list[list[int]], opts: dict) -> tuple[list[int], Any]:
+        """(one seed per row, the device of the rows' generators): by default each row's seed is
+        derived from the run's ``seed`` and its own prompt ids (recorded as ``sample_seed``)."""
+        from dslbench.diffusion.rng import prompt_seed
+
+        seeds = [prompt_seed(c, self.args["seed"]) for c in contexts]
+        return seeds, self.device if self.RNG_ON_MODEL_DEVICE else "cpu"
+
     def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None) -> list[str]:
         """Decode one batch. Each row draws from its own generator, seeded from the model arg
         ``seed`` and the row's own prompt token ids (:func:`dslbench.diffusion.rng.prompt_seed`),
         so a document's sample is the same whatever batch, ``--limit`` or rank it is decoded in.
         ``prompts``: the prompt strings (to name the text dropped from an over-long prompt)."""
-        from dslbench.diffusion.rng import prompt_seed, row_generators
+        from dslbench.diffusion.rng import row_generators
 
         gen_length = opts["gen_length"]
         budget = self.max_length - gen_length
         if budget < 1:
             raise ValueError(f"gen_length={gen_length} leaves no room for a prompt within max_length={self.max_length}")
         cuts = [self._cut_range(len(c), budget) for c in contexts]
-        seeds = [prompt_seed(c, self.args["seed"]) for c in contexts]
+        seeds, rng_device = self._row_seeds(contexts, opts)
         dropped_text = [
             self._dropped_text(prompts[i], contexts[i], *cut) if prompts is not None else ""
             for i, cut in enumerate(cuts)
@@ -310,7 +318,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         counts = getattr(self, "_truncated", None) or [0, 0]
         self._truncated = [counts[0] + sum(stop > start for start, stop in cuts), counts[1] + len(cuts)]
         prompt_ids, prompt_mask = self._left_pad(fitted)
-        generators = row_generators(seeds, device=self.device if self.RNG_ON_MODEL_DEVICE else "cpu")
+        generators = row_generators(seeds, device=rng_device)
         start = time.perf_counter()
         self._cache_seam = None
         with torch.inference_mode():  # no autograd bookkeeping: the sampler's tensors never need it

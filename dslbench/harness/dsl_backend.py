@@ -10,6 +10,10 @@ published DSL-LLaDA release directory). Model args on top of the common ones:
 - ``sampler`` (sde | euler | ode), ``noise_scale`` (default: the published value for the budget;
   0 for ode), ``beta`` (default: 2 x the learned converter beta), ``topk`` (512),
   ``gen_length`` (128), ``one_call_step`` (exponential | plain).
+- ``snr_schedule`` (sensitive | uniform) and ``numerics`` (dslbench | released): the released
+  open-ended script is ``accounting=published,numerics=released`` with ``snr_schedule=sensitive``
+  for its beta-1 models and ``uniform`` for the others. ``numerics=released`` seeds every prompt
+  with ``seed`` itself (the recorded ``sample_seed``), as the released script does.
 - ``response_cut`` defaults to ``none`` here: the published decoding of the whole span with
   special tokens skipped and no cut at the first EOS; ``response_cut=eos`` cuts there. The choice
   is recorded in every per-sample record.
@@ -29,6 +33,7 @@ import torch
 from lm_eval.api.registry import register_model
 
 from dslbench.diffusion.sde import ACCOUNTINGS, ONE_CALL_STEPS, SAMPLERS, dsl_generate, dsl_repair
+from dslbench.diffusion.sde_released import NUMERICS, SNR_SCHEDULES
 from dslbench.diffusion.repair import TOKEN_PATH, repair_protocol
 from dslbench.harness.args import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Arg
 from dslbench.harness.base import DiffusionBackend, SampleResult
@@ -44,6 +49,15 @@ DSL_ARGS: dict[str, Arg] = {
     "topk": Arg(512, int, help="posterior mean over the top-k renormalised probabilities", valid=AT_LEAST_1),
     "accounting": Arg("strict", str, ACCOUNTINGS, "strict: nfe caps every call; published: nfe//2 Heun steps + 1 final pass"),
     "one_call_step": Arg("exponential", str, ONE_CALL_STEPS, "form of the one-call steps (euler sampler, odd budgets)"),
+    "snr_schedule": Arg("sensitive", str, SNR_SCHEDULES,
+                        "sensitive: 0.01->7->74->100 in 5%/90%/5% of the steps (the released script's grid for its "
+                        "beta-1 models); uniform: log-spaced 0.01->100 (its grid for every other model)"),
+    "numerics": Arg("dslbench", str, NUMERICS,
+                    "dslbench: float64 state and draws, one seed per prompt (hash of seed and prompt ids); released: "
+                    "the released open-ended loop's float32 arithmetic, converter and top-k mean, and every prompt "
+                    "seeded with seed itself (all start from the same noise, as released); rows are decoded one at a "
+                    "time without padding, as released (batch-invariant tokens, no batching speed-up). The released "
+                    "loop is accounting=published,numerics=released"),
     "repair_path": Arg("token", str, REPAIR_PATHS,
                        "token: the published repair protocol (the corrupted ids' token embeddings straight into the "
                        "backbone, one forward, argmax); converter: a dslbench variant, not the published protocol "
@@ -92,8 +106,18 @@ class DSLLLaDA(DiffusionBackend):
             raise ValueError(f"{self.NAME}: the checkpoint's converter beta is 0; beta cannot be rescaled")
         return float(opts["beta"]), float(opts["beta"]) / learned
 
+    def _row_seeds(self, contexts: list[list[int]], opts: dict) -> tuple[list[int], Any]:
+        """``numerics=released``: every row's generator is seeded with ``seed`` itself, on the
+        model's device (where the released script draws), so all prompts share their start noise
+        and a row still draws from its own generator (batch-invariant)."""
+        if opts["numerics"] != "released":
+            return super()._row_seeds(contexts, opts)
+        return [self.args["seed"]] * len(contexts), self.device
+
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
         beta, beta_scale = self._beta_scale(opts)
+        if opts["numerics"] == "released" and self.args["prompt_cache"]:
+            raise ValueError(f"{self.NAME}: numerics=released decodes each prompt alone and uncached; use prompt_cache=false")
         out = dsl_generate(
             self._seam(prompt_ids.shape[1]),
             prompt_ids,
@@ -106,6 +130,8 @@ class DSLLLaDA(DiffusionBackend):
             topk=opts["topk"],
             accounting=opts["accounting"],
             one_call_step=opts["one_call_step"],
+            snr_schedule=opts["snr_schedule"],
+            numerics=opts["numerics"],
             generator=generator,
         )
         if opts["accounting"] == "strict" and out.nfe > opts["nfe"]:
@@ -121,6 +147,8 @@ class DSLLLaDA(DiffusionBackend):
             "beta": beta,
             "topk": opts["topk"],
             "snr_final": float(out.plan.grid[-1]),
+            "snr_schedule": opts["snr_schedule"],
+            "numerics": opts["numerics"],
         }
         return SampleResult(out.tokens, out.nfe, extra)
 
