@@ -113,15 +113,15 @@ def test_unknown_task_and_placeholders_refused_before_running(tmp_path, monkeypa
 def test_tasks_with_their_own_limit_form_cells_of_their_own(tmp_path):
     tasks = ["dsl_summ_synth_{nfe}step", {"task": "dsl_gen_synth_{nfe}step", "limit": None},
              {"task": "dsl_repair_synth_random_10", "limit": 2}, {"task": "dsl_gen_prefix_{nfe}step", "limit": 3}]
-    cfg = load_config(_cfg(tmp_path, tasks=tasks, budgets=[4], models=CONFIG["models"][:1],
+    cfg = load_config(_cfg(tmp_path, tasks=tasks, budgets=[8], models=CONFIG["models"][:1],
                            metadata={"ppl_model": "tiny-gpt2:seed=0"}), out=tmp_path / "out")
     cells = plan(cfg)
     assert [(c.dir.name, c.limit, c.tasks) for c in cells] == [
-        ("nfe4", 3, ["dsl_summ_synth_4step", "dsl_gen_prefix_4step"]),  # the config's own limit (3)
-        ("nfe4-limitall", None, ["dsl_gen_synth_4step"]),
+        ("nfe8", 3, ["dsl_summ_synth_8step", "dsl_gen_prefix_8step"]),  # the config's own limit (3)
+        ("nfe8-limitall", None, ["dsl_gen_synth_8step"]),
         ("fixed-limit2", 2, ["dsl_repair_synth_random_10"]),
     ]
-    assert [c.label for c in cells] == ["LLaDA @ NFE 4", "LLaDA @ NFE 4 (all documents)", "LLaDA @ fixed budget (limit 2)"]
+    assert [c.label for c in cells] == ["LLaDA @ NFE 8", "LLaDA @ NFE 8 (all documents)", "LLaDA @ fixed budget (limit 2)"]
     check_config(cfg, cells)
     from dslbench.runs.matrix import cell_description
     from dslbench.runs.model_args import resolve_metadata
