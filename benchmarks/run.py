@@ -20,6 +20,8 @@ Figures (JSON keys under ``results/bench/<mode>.json``):
 - ``batch_scaling.<backend>.b<B>``: samples/s at batch 1, 2, 4, 8, 16.
 - ``e2e``: lm-eval ``simple_evaluate`` on ``dsl_summ_synth_16step`` with ``dsl_llada``:
   samples/s and the share of wall time spent outside the backend's ``generate_until``.
+- ``open_ended``: the open-ended tasks' evaluator (GenPPL pass, MAUVE, loading) as a share of
+  an lm-eval cell's wall time on the tiny model, cold and warm (``open_ended_scoring.py``).
 - ``adaptation``: tokens/s of one loss+backward step of the adaptation script's mdm, dsl and
   softmask objectives (:mod:`dslbench.training.objectives`), and the dsl / softmask throughput
   over mdm's as the median of paired per-repetition ratios.
@@ -59,6 +61,7 @@ import diffusiongemma  # noqa: E402
 import e2e_lm_eval  # noqa: E402
 import few_step_controls  # noqa: E402
 import memory  # noqa: E402
+import open_ended_scoring  # noqa: E402
 import sampler_overhead  # noqa: E402
 import summarization_canvas  # noqa: E402
 from timing import write_json  # noqa: E402
@@ -78,7 +81,7 @@ def table(res: dict) -> str:
     ]
     lines += sampler_overhead.table_lines(res) + summarization_canvas.table_lines(res)
     lines += [""] + converter_share.table_lines(res)
-    lines += [""] + e2e_lm_eval.table_lines(res)
+    lines += [""] + e2e_lm_eval.table_lines(res) + open_ended_scoring.table_lines(res)
     lines += [""] + adaptation_throughput.table_lines(res)
     lines += diffusiongemma.table_lines(res)
     lines.append(f"\ntotal benchmark time {res['total_s']:.0f} s")
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny CI sub-mode: every code path in seconds")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--out", default=None, help="JSON path (default results/bench/<mode>.json)")
-    ap.add_argument("--only", default=None, help="comma list of parts: sampler,converter,e2e,adaptation,memory,diffusiongemma")
+    ap.add_argument("--only", default=None, help="comma list of parts: sampler,converter,e2e,open_ended,adaptation,memory,diffusiongemma")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads or 1)
     elif args.threads:
         torch.set_num_threads(args.threads)
-    parts = set((args.only or "sampler,converter,e2e,adaptation,memory,diffusiongemma").split(","))
+    parts = set((args.only or "sampler,converter,e2e,open_ended,adaptation,memory,diffusiongemma").split(","))
     t_start = time.perf_counter()
     res: dict = {"mode": mode, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                  "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -138,6 +141,9 @@ def main(argv=None) -> int:
         if "e2e" in parts:
             res["e2e"] = e2e_lm_eval.e2e_figures(ckpts["dsl_llada"], size, device, workdir)
             print("e2e figures done", f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr)
+        if "open_ended" in parts:
+            res["open_ended"] = open_ended_scoring.open_ended_figures(ckpts["mdm_llada"], size, device, workdir)
+            print("open-ended figures done", f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr)
         if "adaptation" in parts:
             res["adaptation"] = adaptation_throughput.adaptation_figures(ckpts["mdm_llada"], size, device)
             print("adaptation figures done", f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr)

@@ -14,15 +14,15 @@ SIZES = {
     # d_model, layers, heads, mlp hidden, prompt tokens, generated tokens, NFE, noise dim
     "quick": dict(d_model=128, n_layers=2, n_heads=4, mlp=352, prompt_len=32, gen_length=64, nfe=8,
                   noise_dim=100, batches=(1, 2, 4, 8, 16), overhead_batch=8, reps=3,
-                  conv_tokens=4, e2e_limit=8, train_batch=8, train_len=128, train_reps=5, summ_prompt_len=192, summ_reps=2),
+                  conv_tokens=4, e2e_limit=8, open_ended_limit=16, train_batch=8, train_len=128, train_reps=5, summ_prompt_len=192, summ_reps=2),
     "full": dict(d_model=256, n_layers=4, n_heads=4, mlp=688, prompt_len=32, gen_length=128, nfe=16,
                  noise_dim=100, batches=(1, 2, 4, 8, 16), overhead_batch=8, reps=5,
-                 conv_tokens=16, e2e_limit=32, train_batch=8, train_len=256, train_reps=11, summ_prompt_len=512,
+                 conv_tokens=16, e2e_limit=32, open_ended_limit=32, train_batch=8, train_len=256, train_reps=11, summ_prompt_len=512,
                  summ_reps=3),
 }
 # CI smoke sub-mode (tests/test_benchmarks.py): every code path, seconds; figures meaningless.
 SIZES["smoke"] = dict(d_model=64, n_layers=2, n_heads=4, mlp=176, prompt_len=8, gen_length=16, nfe=4, noise_dim=16,
-                      batches=(1, 2), overhead_batch=2, reps=1, conv_tokens=2, e2e_limit=2, train_batch=2,
+                      batches=(1, 2), overhead_batch=2, reps=1, conv_tokens=2, e2e_limit=2, open_ended_limit=3, train_batch=2,
                       train_len=32, train_reps=1, summ_prompt_len=24, summ_reps=1,
                       big=dict(vocab=4096, noise_dim=100, d_model=256, n_layers=32, n_heads=4, mlp=688))
 GPU_SIZES = dict(d_model=1024, n_layers=8, n_heads=16, mlp=2816, conv_tokens=256, train_len=512)

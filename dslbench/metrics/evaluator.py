@@ -108,7 +108,7 @@ class Evaluator:
             mask[k, :len(r)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()  # no KV cache to build
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
             keep = mask[:, 1:].float()
             return ((nll * keep).sum(1) / keep.sum(1)).tolist()
