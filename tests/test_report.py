@@ -540,15 +540,3 @@ def test_all_empty_cell_is_named_in_a_warning_and_the_headline_shows_empty_pct(t
     # the command line prints it
     assert main(["report", str(tmp_path / "runE"), str(tmp_path / "runA"), "--out", str(tmp_path / "cli"), "--n-boot", "20"]) == 0
     assert "dslbench report: warning: mdm_llada on dsl_summ_xsum_16step: 100% of the outputs are empty" in capsys.readouterr().err
-
-
-def test_published_repetition_beside_ours_uses_the_pooled_aggregation():
-    cells = pd.DataFrame([{"family": "summarization", "model": "m", "dataset": "xsum", "nfe_budget": 16,
-                           "words": 5.0, "words_nonempty": 10.0, "adjacent_rep": 0.5, "adjacent_rep_pooled": 0.1}])
-    pub = {"published_open_ended_generation": pd.DataFrame(
-        [{"model": "P", "nfe": 16, "words": "174", "rep_pct": "8.7", "genppl": "8.3", "source": "s"}])}
-    table = tables.open_ended_beside_measured(cells, pub)
-    ours = table[table["provenance"] == tables.MEASURED].iloc[0]
-    assert ours[tables.REP_POOLED] == pytest.approx(10.0)  # 100 x pooled, not 100 x the mean of rates (50)
-    assert ours[tables.WORDS_NONEMPTY] == 10.0  # over non-empty outputs, as the published average length
-    assert "pooled" in tables.REP_POOLED and "non-empty" in tables.WORDS_NONEMPTY

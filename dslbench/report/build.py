@@ -8,7 +8,7 @@
 ``samples.parquet``         one row per logged sample (or ``samples.csv``)
 ``paired.csv``              paired comparisons between models on the same documents
 ``pareto.csv``              the ROUGE-1 / measured-NFE Pareto front per dataset
-``plots/*.png``             trade-off plots (see ``plots.PLOTS``)
+``plots/*.png``             trade-off plots (see ``plots.PLOTS``; open-ended: ``open_ended.make_plots``)
 ``report.md``               the report; images referenced from ``plots/``
 ``report.html``             the same report, self-contained (images as data URIs)
 ==========================  ===============================================================
@@ -31,7 +31,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from dslbench.report import tables
+from dslbench.report import open_ended, tables
 from dslbench.report.io import write_bytes_atomic, write_csv_atomic, write_parquet_atomic, write_text_atomic
 from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, ReportWarning, load_runs
 from dslbench.report.plots import make_plots
@@ -39,7 +39,7 @@ from dslbench.report.render import to_html, to_markdown
 from dslbench.report.stats import paired_comparisons
 
 STAGE_PREFIX = ".report-staging-"
-PAIRED_METRICS = ("rouge1", "words", "adjacent_rep", "fix_rate", "preserve_rate")
+PAIRED_METRICS = ("rouge1", "words", "adjacent_rep", "fix_rate", "preserve_rate") + open_ended.PAIRED_METRICS
 
 
 @dataclass
@@ -177,13 +177,15 @@ def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_n
     files["paired"] = write_csv_atomic(paired, out / "paired.csv", float_format="%.6g")
     pareto = tables.pareto_table(cells)
     files["pareto"] = write_csv_atomic(pareto, out / "pareto.csv")
+    published = tables.load_published(baselines if baselines is not None else _baselines_default())
     plots = make_plots(cells, out / "plots")
-    for caption, path in plots:
+    oe_plots = open_ended.make_plots(cells, published, out / "plots")
+    for caption, path in plots + oe_plots:
         files[f"plot:{path.name}"] = path
 
-    published = tables.load_published(baselines if baselines is not None else _baselines_default())
     blocks = report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs,
-                           headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed)
+                           headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed,
+                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots))
     files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
     files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
     return files
@@ -197,7 +199,7 @@ def _legend() -> str:
 
 
 def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs, *, headline_nfe,
-                  title, note, n_boot, seed) -> list[tuple]:
+                  title, note, n_boot, seed, open_ended_blocks: list[tuple] = ()) -> list[tuple]:
     b: list[tuple] = [("h", 1, title)]
     models = sorted(cells["model"].unique())
     ckpts = sorted(c for c in cells["checkpoint"].unique() if c)
@@ -253,6 +255,8 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
             if path.name == "repair.png":
                 b.append(("img", caption, path))
 
+    b += list(open_ended_blocks)
+
     # paired comparisons
     b.append(("h", 2, "Paired comparisons (same documents)"))
     if paired.empty:
@@ -264,17 +268,12 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
                   f"{len(paired)} comparisons of `paired.csv` (one family per test: the report runs them "
                   "all at once). The verdict reads the interval: a gap "
                   "whose interval contains 0 is not distinguishable from noise at this sample size. "
-                  "Shown: ROUGE-1 / words / adjacent repetition at the headline budget and repair rates; "
-                  "every budget is in `paired.csv`."))
+                  "Shown: ROUGE-1 / words / adjacent repetition at the headline budget and repair rates "
+                  f"(open-ended generation: in *{open_ended.SECTION}*); every budget is in `paired.csv`."))
         shown = paired[((paired["family"] == "summarization") & (paired["nfe_budget"] == budget)
                         & paired["metric"].isin(["rouge1", "words", "adjacent_rep"]))
-                       | (paired["family"] == "repair")].copy()
-        shown["95% CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(shown["ci_low"], shown["ci_high"])]
-        shown = shown[["task", "metric", "model_a", "model_b", "n", "mean_a", "mean_b", "mean_diff", "95% CI",
-                       "wins_a", "wins_b", "sign_p", "wilcoxon_p", "sign_p_holm", "wilcoxon_p_holm", "verdict"]].rename(
-            columns={"model_a": "A", "model_b": "B", "mean_diff": "A - B", "sign_p": "sign p", "wilcoxon_p": "Wilcoxon p",
-                     "sign_p_holm": "sign p (Holm)", "wilcoxon_p_holm": "Wilcoxon p (Holm)"})
-        b.append(("table", shown.reset_index(drop=True), None))
+                       | (paired["family"] == "repair")]
+        b.append(("table", tables.paired_view(shown), None))
 
     # published
     b.append(("h", 2, "Published figures (published, not reproduced)"))
@@ -287,14 +286,9 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
         rb = tables.repair_beside_published(cells, published)
         b.append(("h", 3, "Corruption repair"))
         b.append(("table", rb, None))
-        ob = tables.open_ended_beside_measured(cells, published)
-        b.append(("h", 3, "Length and repetition by NFE"))
-        b.append(("p", "The published rows are open-ended generation (GenPPL, Rep % = adjacent repetition, words); "
-                  "ours are summarization outputs: a different task, shown for the shape of the trade-off only. "
-                  "Both sides use the published aggregation: words averaged over the non-empty outputs, Rep % as "
-                  "repeated adjacent word pairs / all adjacent pairs pooled over the non-empty outputs (not the "
-                  "mean of per-output rates in the headline table)."))
-        b.append(("table", ob, None))
+        if "published_open_ended_generation" in published:
+            b.append(("h", 3, "Open-ended generation"))
+            b.append(("p", f"Beside measured runs of the same task and NFE: see *{open_ended.SECTION}*."))
         if "published_summarization_headline" in published:
             b.append(("h", 3, "Summarization headline (published, not reproduced)"))
             b.append(("table", published["published_summarization_headline"], None))

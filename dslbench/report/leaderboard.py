@@ -15,6 +15,9 @@ from dslbench.report.load import KNOWN_METRICS, parse_task
 
 ID_COLUMNS = ["backend", "checkpoint", "task", "nfe_budget"]
 METRIC_COLUMNS = ["rouge1", "rouge2", "rougeL", "nfe", "gen_tokens", "tokens_per_forward", "seconds_per_sample", "n_samples"]
+# appended (never interleaved) and only when an open-ended task is among the rows, so the
+# default table of the other families keeps its columns
+OPEN_ENDED_COLUMNS = ["genppl", "d2", "d3", "rep", "words", "n_valid", "empty", "mauve"]
 
 
 def rows_from_results(results: dict, backend: str, checkpoint: str) -> list[dict]:
@@ -33,8 +36,11 @@ def rows_from_results(results: dict, backend: str, checkpoint: str) -> list[dict
 
 
 def leaderboard(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
-    """Rows -> a table with a fixed column order (``ID_COLUMNS`` + ``columns``), sorted."""
-    columns = METRIC_COLUMNS if columns is None else columns
+    """Rows -> a table with a fixed column order (``ID_COLUMNS`` + ``columns``), sorted. By default
+    ``METRIC_COLUMNS``, plus ``OPEN_ENDED_COLUMNS`` when a row is an open-ended (``dsl_gen_*``) task."""
+    if columns is None:
+        open_ended = any(parse_task(str(r.get("task", "")))["family"] == "open_ended" for r in rows)
+        columns = METRIC_COLUMNS + (OPEN_ENDED_COLUMNS if open_ended else [])
     df = pd.DataFrame(rows)
     for col in ID_COLUMNS + columns:
         if col not in df:

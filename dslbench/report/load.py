@@ -7,7 +7,12 @@ the same ``<date>``. ``load_runs`` walks the given paths for such results files 
 * ``cells``: one row per model x checkpoint x task (the task name carries the budget), with every
   aggregated metric lm-eval wrote (filter ``none``; other filters as ``metric[filter]``);
 * ``samples``: one row per logged sample, with the per-sample metric values (pooled
-  ``(hits, total)`` metrics become a per-sample rate plus ``_num`` / ``_den`` columns).
+  ``(hits, total)`` metrics become a per-sample rate plus ``_num`` / ``_den`` columns; see
+  :mod:`dslbench.report.samples`).
+
+Task families by name: ``dsl_summ_<dataset>_<N>step`` (summarization), ``dsl_repair_...``
+(repair), ``dsl_gen[_prefix|_synth]_<N>step`` (``open_ended``; dataset ``prompts`` / ``prefix`` /
+``synth``). An open-ended cell also carries its GenPPL evaluator (``ppl_model``, from the records).
 
 Who ran it: the backend is lm-eval's ``config.model``, the checkpoint the ``pretrained`` model
 arg, and the display name (``model``) either the ``name`` from a ``cell.json`` that the
@@ -33,18 +38,17 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from dslbench.metrics.sample_stats import split_stats
 from dslbench.metrics.summary import SUMMARY_METRICS
+from dslbench.report.errors import ReportInputError, ReportWarning
+from dslbench.report.samples import REPAIR_METRICS, ppl_model_of, read_samples, repair_protocol_of
 from dslbench.runs.files import CELL_INFO
 
 EFFICIENCY_METRICS: tuple[str, ...] = ("nfe", "gen_tokens", "tokens_per_forward", "seconds_per_sample")
 TIMING_METRICS: tuple[str, ...] = ("seconds_per_sample",)  # wall clock: kept out of leaderboard.csv
-# per-passage means (as published), then the same counts pooled over positions
-REPAIR_METRICS: tuple[str, ...] = ("fix_rate", "preserve_rate", "word_fix_rate", "word_preserve_rate",
-                                   "fix_rate_pooled", "preserve_rate_pooled", "word_fix_rate_pooled",
-                                   "word_preserve_rate_pooled")
-KNOWN_METRICS: tuple[str, ...] = SUMMARY_METRICS + REPAIR_METRICS + EFFICIENCY_METRICS
-PERCENT_PAIRS = frozenset(REPAIR_METRICS)  # pooled (hits, total) metrics reported in percent
+# open-ended generation (dsl_gen_*): words / empty share the summarization columns; appended last
+# so that a leaderboard without open-ended cells keeps its columns (they only appear when present)
+OPEN_ENDED_METRICS: tuple[str, ...] = ("genppl", "d2", "d3", "rep", "n_valid", "mauve")
+KNOWN_METRICS: tuple[str, ...] = SUMMARY_METRICS + REPAIR_METRICS + EFFICIENCY_METRICS + OPEN_ENDED_METRICS
 
 ID_COLUMNS: list[str] = [
     "family", "dataset", "corruption", "corruption_rate", "nfe_budget",
@@ -60,14 +64,10 @@ _NOT_VARIANT = frozenset({"pretrained", "device", "dtype", "batch_size", "max_ba
 
 _SUMM = re.compile(r"^dsl_summ_(?P<dataset>.+)_(?P<nfe>\d+)step$")
 _REPAIR = re.compile(r"^dsl_repair(?:_(?P<source>synth))?_(?P<mode>random|semantic)_(?P<rate>\d+)$")
+_GEN = re.compile(r"^dsl_gen(?:_(?P<set>prefix|synth))?_(?P<nfe>\d+)step$")
 
 
-class ReportInputError(ValueError):
-    """An input that cannot be reported on; the message names the file."""
-
-
-class ReportWarning(UserWarning):
-    """A partial input: skipped or reported incompletely; the message names the file."""
+__all__ = ["REPAIR_METRICS", "ReportInputError", "ReportWarning", "load_runs", "parse_task", "read_samples"]
 
 
 # ----------------------------------------------------------------------------- task names
@@ -79,6 +79,9 @@ def parse_task(task: str) -> dict[str, Any]:
     if m := _REPAIR.match(task):
         return {"family": "repair", "dataset": m["source"] or "wikitext", "nfe_budget": None,
                 "corruption": m["mode"], "corruption_rate": int(m["rate"])}
+    if m := _GEN.match(task):
+        return {"family": "open_ended", "dataset": m["set"] or "prompts", "nfe_budget": int(m["nfe"]),
+                "corruption": "", "corruption_rate": None}
     return {"family": "other", "dataset": task, "nfe_budget": None, "corruption": "", "corruption_rate": None}
 
 
@@ -198,8 +201,11 @@ def load_run(results_file: str | os.PathLike, roots: Iterable[Path] = ()) -> Run
         if task in groups:
             continue  # a group's aggregate; its member tasks are rows of their own
         row = {}
+        open_ended = parse_task(task)["family"] == "open_ended"
         for key, value in values.items():
             name = _metric_name(key)
+            if name is not None and open_ended and value is None:
+                value = math.nan  # an undefined GenPPL / MAUVE (no non-empty output) stays a column
             if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[name] = float(value)
         metrics[task] = row
@@ -219,58 +225,6 @@ def load_run(results_file: str | os.PathLike, roots: Iterable[Path] = ()) -> Run
 def expected_samples_file(run: Run, task: str) -> Path:
     date_id = run.results_file.stem[len("results_"):]
     return run.results_file.parent / f"samples_{task}_{date_id}.jsonl"
-
-
-# ----------------------------------------------------------------------------- samples
-def _sample_value(metric: str, value: Any) -> dict[str, float]:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        num, den = float(value[0]), float(value[1])
-        scale = 100.0 if metric in PERCENT_PAIRS else 1.0
-        ratio = scale * num / den if den else math.nan
-        return {metric: ratio, f"{metric}_num": num, f"{metric}_den": den}
-    if isinstance(value, bool):
-        return {metric: float(value)}
-    if isinstance(value, (int, float)):
-        return {metric: float(value)}
-    return {}
-
-
-def read_samples(path: Path, ids: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ReportInputError(f"{path}: unreadable lm-eval samples file ({err})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            names = rec["metrics"]
-            doc_id = rec["doc_id"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ReportInputError(f"{path}:{lineno}: not an lm-eval logged sample ({err})") from None
-        doc = rec.get("doc") if isinstance(rec.get("doc"), dict) else {}
-        key = doc.get("id", rec.get("doc_hash", doc_id))
-        row: dict[str, Any] = {**ids, "doc_id": int(doc_id), "doc_key": str(key)}
-        for name in names:
-            if name in rec:
-                row.update(_sample_value(name, rec[name]))
-        resp = rec.get("filtered_resps") or rec.get("resps") or [""]
-        while isinstance(resp, list):
-            resp = resp[0] if resp else ""
-        row["response"], stats = split_stats(str(resp))
-        if stats and "repair_protocol" in stats:
-            row["repair_protocol"] = str(stats["repair_protocol"])
-        rows.append(row)
-    return rows
-
-
-def repair_protocol_of(rows: list[dict[str, Any]]) -> str:
-    """The repair protocol of a cell, read off its per-sample records (``unrecorded`` for records
-    written before the protocol was recorded; several protocols joined by ``|``)."""
-    found = sorted({r.get("repair_protocol") or "unrecorded" for r in rows})
-    return "|".join(found)
 
 
 # ----------------------------------------------------------------------------- many runs
@@ -374,6 +328,8 @@ def load_runs(paths: Iterable[str | os.PathLike], strict: bool = False) -> Loade
         rows = read_samples(sfile, ids)
         if ids["family"] == "repair":
             row["repair_protocol"] = repair_protocol_of(rows)
+        if ids["family"] == "open_ended":
+            row["ppl_model"] = ppl_model_of(rows)
         if run.n_samples.get(task) is not None and len(rows) != run.n_samples[task]:
             _problem(f"{sfile}: {len(rows)} logged samples, but {run.results_file} reports "
                      f"{run.n_samples[task]}", strict, problems)
@@ -400,7 +356,7 @@ def _fix_types(df: pd.DataFrame) -> pd.DataFrame:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     for col in ("family", "dataset", "corruption", "model", "backend", "model_args", "checkpoint", "task", "doc_key",
-                "repair_protocol"):
+                "repair_protocol", "ppl_model"):
         if col in df.columns:
             df[col] = df[col].fillna("").astype(str)
     return df

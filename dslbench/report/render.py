@@ -22,8 +22,10 @@ DECIMALS = {
     "length_ratio": 3, "adjacent_rep": 3, "seq_rep_4": 3, "degenerate": 3, "short_output": 3,
     "sign p": 3, "Wilcoxon p": 3, "sign_p": 3, "wilcoxon_p": 3, "sign p (Holm)": 3, "Wilcoxon p (Holm)": 3,
     "sign_p_holm": 3, "wilcoxon_p_holm": 3, "words": 1, "measured NFE": 1,
+    "MAUVE": 3,
 }
-INT_COLUMNS = {"nfe_budget", "NFE", "NFE budget", "corruption_rate", "corruption %", "n", "wins_a", "wins_b", "n_samples"}
+INT_COLUMNS = {"nfe_budget", "NFE", "NFE budget", "corruption_rate", "corruption %", "n", "wins_a", "wins_b", "n_samples",
+               "n_valid"}
 
 
 def fmt_value(value: Any, column: str = "") -> str:

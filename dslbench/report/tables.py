@@ -1,4 +1,5 @@
-"""Report tables: the headline table (best values marked), repair, Pareto front, published rows."""
+"""Report tables: the headline table (best values marked), repair, Pareto front, published rows,
+paired rows as shown (open-ended generation: :mod:`dslbench.report.open_ended`)."""
 
 from __future__ import annotations
 
@@ -213,30 +214,15 @@ def repair_beside_published(cells: pd.DataFrame, published: dict[str, pd.DataFra
     return pd.DataFrame(rows, columns=cols)
 
 
-# The published figures' aggregation (fengsxy/DSL-LLaDA compute_metrics_batch.py): over the
-# non-empty outputs, words as a mean and Rep % pooled over all their adjacent pairs; ours beside
-# them use the same (``words_nonempty``, ``adjacent_rep_pooled``), and the headings say so.
-WORDS_NONEMPTY = "words (mean over non-empty outputs)"
-REP_POOLED = "rep % (adjacent pairs pooled over non-empty outputs)"
+# ----------------------------------------------------------------------------- paired tables
+PAIRED_SHOWN = ["task", "metric", "model_a", "model_b", "n", "mean_a", "mean_b", "mean_diff", "95% CI",
+                "wins_a", "wins_b", "sign_p", "wilcoxon_p", "sign_p_holm", "wilcoxon_p_holm", "verdict"]
+PAIRED_HEADINGS = {"model_a": "A", "model_b": "B", "mean_diff": "A - B", "sign_p": "sign p", "wilcoxon_p": "Wilcoxon p",
+                   "sign_p_holm": "sign p (Holm)", "wilcoxon_p_holm": "Wilcoxon p (Holm)"}
 
 
-def open_ended_beside_measured(cells: pd.DataFrame, published: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Published open-ended words / Rep % by NFE beside our summarization words / adjacent rep %,
-    aggregated the same way (different tasks: shown for the shape of the trade-off, not as a
-    reproduction). A run without the pooled figures shows none rather than another aggregation."""
-    cols = ["provenance", "model", "task", "nfe", WORDS_NONEMPTY, REP_POOLED, "genppl", "source"]
-    rows = []
-    pub = published.get("published_open_ended_generation")
-    if pub is not None:
-        for _, r in pub.iterrows():
-            rows.append({"provenance": PUBLISHED, "model": r["model"], "task": "open-ended generation (200 prompts)",
-                         "nfe": int(r["nfe"]), WORDS_NONEMPTY: r.get("words"), REP_POOLED: r.get("rep_pct"),
-                         "genppl": r.get("genppl"), "source": r["source"]})
-    summ = cells[cells["family"] == "summarization"]
-    for _, r in summ.sort_values(["model", "dataset", "nfe_budget"], kind="mergesort").iterrows():
-        pooled = r.get("adjacent_rep_pooled")
-        rows.append({"provenance": MEASURED, "model": r["model"], "task": f"summarization ({r['dataset']})",
-                     "nfe": int(r["nfe_budget"]), WORDS_NONEMPTY: r.get("words_nonempty", math.nan),
-                     REP_POOLED: 100.0 * pooled if pooled is not None and pd.notna(pooled) else math.nan,
-                     "genppl": math.nan, "source": "this report"})
-    return pd.DataFrame(rows, columns=cols)
+def paired_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``paired.csv`` as the report shows them (the interval as text, short headings)."""
+    shown = rows.copy()
+    shown["95% CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(shown["ci_low"], shown["ci_high"])]
+    return shown[PAIRED_SHOWN].rename(columns=PAIRED_HEADINGS).reset_index(drop=True)
