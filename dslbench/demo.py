@@ -278,7 +278,7 @@ def winners(cells) -> str:
         keep = group.loc[group["preserve_rate"].idxmax()]
         lines.append(f"Repair, {kind} {rate:g}: best fix {best['model']} ({best['fix_rate']:.1f}%); "
                      f"best preserve {keep['model']} ({keep['preserve_rate']:.1f}%).")
-    return " ".join(lines)
+    return "\n".join(lines)
 
 
 def matrix_config(cfg: DemoConfig, paths: dict[str, Path], out: Path):
@@ -336,13 +336,13 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
     from dslbench.report.load import load_runs
 
     cells = load_runs([c.dir for c in result.ran + result.skipped]).cells
-    note += " Outcome on this run: " + winners(cells)
+    note += " Outcome on this run: " + winners(cells).replace("\n", " ")
     result.report = build_report([c.dir for c in result.ran + result.skipped], out, title="dslbench demo report",
                                  headline_nfe=cfg.headline_nfe, note=note)
     cells = result.report.loaded.cells
     head = cells[cells["family"] == "summarization"] if "family" in cells else cells
     cols = [c for c in ("model", "nfe_budget", "rouge1", "rouge2", "words", "adjacent_rep", "seq_rep_2", "nfe") if c in head]
     log(head[cols].round(2).to_string(index=False))
-    log(f"\ncopy-the-first-sentence baseline: ROUGE-1 {lead:.1f}\n" + winners(cells).replace(" NFE", "\nNFE").replace(" Repair", "\nRepair"))
+    log(f"\ncopy-the-first-sentence baseline: ROUGE-1 {lead:.1f}\n" + winners(cells))
     log(f"\ndemo finished in {time.perf_counter() - start:.0f} s: {out / 'leaderboard.csv'}, {out / 'report.html'}")
     return result

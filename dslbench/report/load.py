@@ -329,7 +329,7 @@ def load_runs(paths: Iterable[str | os.PathLike], strict: bool = False) -> Loade
         if ids["family"] == "repair":
             row["repair_protocol"] = repair_protocol_of(rows)
         if ids["family"] == "open_ended":
-            row["ppl_model"] = ppl_model_of(rows)
+            row["ppl_model"] = checkpoint_name(ppl_model_of(rows))  # a local folder by its name, as checkpoints
         if run.n_samples.get(task) is not None and len(rows) != run.n_samples[task]:
             _problem(f"{sfile}: {len(rows)} logged samples, but {run.results_file} reports "
                      f"{run.n_samples[task]}", strict, problems)

@@ -116,8 +116,9 @@ def task_yaml(name: str, budget: int) -> str:
 
 
 def _group(name: str, members: list[str], comment: str) -> str:
-    return (HEADER + f"# {comment}\n" + f"group: {name}\n" + "task:\n" + "".join(f"  - {m}\n" for m in members)
-            + f"metadata:\n  version: {VERSION}\n")
+    from dslbench.taskgen import group_yaml
+
+    return group_yaml(HEADER, name, members, comment, VERSION)
 
 
 def files() -> dict[str, str]:
@@ -136,19 +137,9 @@ def files() -> dict[str, str]:
 
 
 def main(check: bool = False) -> int:
-    stale = []
-    for rel, text in files().items():
-        path = HERE / rel
-        if check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(rel)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    if stale:
-        print("out of date (run python tasks/open_ended/_generate.py):", *stale, sep="\n  ")
-        return 1
-    return 0
+    from dslbench.taskgen import write_or_check
+
+    return write_or_check(files(), HERE, "tasks/open_ended/_generate.py", check)
 
 
 if __name__ == "__main__":

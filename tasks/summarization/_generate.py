@@ -104,12 +104,9 @@ def task_yaml(name: str, budget: int) -> str:
 
 
 def _group(name: str, members: list[str], comment: str, aggregate: list[str] | None = None) -> str:
-    text = HEADER + f"# {comment}\n" + f"group: {name}\n" + "task:\n" + "".join(f"  - {m}\n" for m in members)
-    if aggregate:
-        text += "aggregate_metric_list:  # macro mean over the datasets (each counts once)\n"
-        for metric in aggregate:
-            text += f"  - metric: {metric}\n    aggregation: mean\n    weight_by_size: false\n"
-    return text + f"metadata:\n  version: {VERSION}\n"
+    from dslbench.taskgen import group_yaml
+
+    return group_yaml(HEADER, name, members, comment, VERSION, aggregate)
 
 
 def files() -> dict[str, str]:
@@ -144,19 +141,9 @@ def files() -> dict[str, str]:
 
 
 def main(check: bool = False) -> int:
-    stale = []
-    for rel, text in files().items():
-        path = HERE / rel
-        if check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(rel)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    if stale:
-        print("out of date (run python tasks/summarization/_generate.py):", *stale, sep="\n  ")
-        return 1
-    return 0
+    from dslbench.taskgen import write_or_check
+
+    return write_or_check(files(), HERE, "tasks/summarization/_generate.py", check)
 
 
 if __name__ == "__main__":
