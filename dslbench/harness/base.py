@@ -184,11 +184,12 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         opts["response_cut"] = self._response_cut(gen_kwargs.get("response_cut"))
         return opts
 
-    def _response_cut(self, requested: str | None) -> str:
+    def _response_cut(self, requested: str | None) -> str | None:
         """The task's ``response_cut`` (its experiment's released decoding) wins over the model
-        arg; said once when they differ, since the model arg is then not what runs."""
+        arg; said once when they differ, since the model arg is then not what runs. None: the
+        task sets none, the model arg applies."""
         if requested is None:
-            return self.args["response_cut"]
+            return None
         if requested not in RESPONSE_CUTS:
             raise ValueError(f"{self.NAME}: generation kwarg response_cut={requested!r}; allowed: {', '.join(RESPONSE_CUTS)}")
         warned = self.__dict__.setdefault("_overrides_warned", set())
