@@ -62,10 +62,13 @@ def vs_nfe_figure(cells: pd.DataFrame, published: pd.DataFrame | None, dataset: 
             ax.plot(pts["nfe"].astype(float), pd.to_numeric(pts[pcol], errors="coerce"), marker="o", ls="--",
                     mfc="none", color=colors[name], label=f"{name} (published)")
         ax.set_xscale("log", base=2)
+        if col == "genppl":  # perplexities span orders of magnitude (an untrained row's thousands)
+            ax.set_yscale("log")
         ax.set_title(label)
         ax.set_xlabel(LABELS["nfe_budget"])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Open-ended generation ({dataset}) vs NFE: solid = measured here, hollow = published", y=1.03)
+    what = "solid = measured here, hollow = published" if pub_models else "measured here (no published points for this set)"
+    fig.suptitle(f"Open-ended generation ({dataset}) vs NFE: {what}", y=1.03)
     return _save(fig, Path(path))
