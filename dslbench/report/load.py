@@ -41,7 +41,8 @@ import pandas as pd
 from dslbench.metrics.summary import SUMMARY_METRICS
 from dslbench.report.errors import ReportInputError, ReportWarning
 from dslbench.report.samples import REPAIR_METRICS, ppl_model_of, read_samples, repair_protocol_of
-from dslbench.runs.files import CELL_INFO
+from dslbench.runs.effective import cli_gen_kwargs, fmt_arg, overridden_args, requested, task_gen_kwargs
+from dslbench.runs.files import CELL_INFO, OUTPUT_MARK
 
 EFFICIENCY_METRICS: tuple[str, ...] = ("nfe", "gen_tokens", "tokens_per_forward", "seconds_per_sample")
 TIMING_METRICS: tuple[str, ...] = ("seconds_per_sample",)  # wall clock: kept out of leaderboard.csv
@@ -98,27 +99,47 @@ def _model_args_dict(raw: Any) -> dict[str, Any]:
     raise ValueError(f"model_args of unexpected type {type(raw).__name__}")
 
 
-def _fmt_arg(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def canonical_args(args: dict[str, Any], exclude: Iterable[str] = ("pretrained",)) -> str:
     """``k=v`` pairs, sorted, comma-joined; booleans lower-case (stable across CLI and YAML)."""
     skip = set(exclude)
-    return ",".join(f"{k}={_fmt_arg(v)}" for k, v in sorted(args.items()) if k not in skip)
+    return ",".join(f"{k}={fmt_arg(v)}" for k, v in sorted(args.items()) if k not in skip)
 
 
-def checkpoint_name(pretrained: Any) -> str:
-    """A local checkpoint directory by its folder name; a hub id as given."""
+def checkpoint_name(pretrained: Any, local: bool = False) -> str:
+    """A local checkpoint directory by its folder name; a hub id as given. ``local``: the value
+    is known to be a path (a leaderboard cell's checkpoint resolved inside its output folder),
+    so the name does not depend on the folder the report is written from."""
     if pretrained is None:
         return ""
     text = str(pretrained).rstrip("/")
-    if text.startswith(("/", ".", "~")) or os.path.isdir(text):
+    if local or text.startswith(("/", ".", "~", OUTPUT_MARK)) or os.path.isdir(text):
         return Path(text).name
+    return text
+
+
+def _resolved_by_runner(info: dict, recorded: Any) -> bool:
+    """The leaderboard runner resolved the cell's ``pretrained`` (``tiny:seed=N``, a path inside
+    its output folder): what lm-eval recorded is then a local path, relative to wherever the
+    runner was started."""
+    written = (info.get("model_args") or {}).get("pretrained") if isinstance(info.get("model_args"), dict) else None
+    return isinstance(written, str) and recorded is not None and written != str(recorded)
+
+
+def args_label(args: dict[str, Any], overridden: dict[str, dict], gen_kwargs: dict[str, Any]) -> str:
+    """The ``model_args`` column: the model args as they ran (an arg a task replaced shows the
+    task's value and the ignored one), then lm-eval's ``--gen_kwargs`` if any. Without either it
+    is :func:`canonical_args`."""
+    parts = []
+    for k, v in sorted(args.items()):
+        if k == "pretrained":
+            continue
+        if k in overridden:
+            parts.append(f"{k}={fmt_arg(overridden[k]['used'])} (task overrides model arg {fmt_arg(v)})")
+        else:
+            parts.append(f"{k}={fmt_arg(v)}")
+    text = ",".join(parts)
+    if gen_kwargs:
+        text += ("; " if text else "") + "--gen_kwargs " + canonical_args(gen_kwargs, exclude=())
     return text
 
 
@@ -139,10 +160,31 @@ class Run:
     metrics: dict[str, dict[str, float]]  # task -> metric -> value
     n_samples: dict[str, int | None]
     samples_files: dict[str, Path | None] = field(default_factory=dict)
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # lm-eval's --gen_kwargs
+    limit: Any = None  # lm-eval's --limit
+    task_kwargs: dict[str, dict] = field(default_factory=dict)  # task -> generation kwargs as run
+    overridden: dict[str, dict] = field(default_factory=dict)  # task -> model args it replaced
 
-    @property
-    def identity(self) -> tuple[str, str, str]:
-        return (self.model, self.checkpoint, canonical_args(self.model_args))
+    def args_text(self, task: str) -> str:
+        """The ``model_args`` column of one task: :func:`args_label`."""
+        return args_label(self.model_args, self.overridden.get(task, {}), self.gen_kwargs)
+
+    def task_identity(self, task: str) -> tuple:
+        """What makes one of its tasks a cell of its own: who ran it, the args as they ran,
+        ``--gen_kwargs`` and ``--limit``."""
+        return (self.model, self.checkpoint, self.args_text(task), fmt_arg(self.limit), task)
+
+    def nfe_budget(self, task: str) -> int | None:
+        """The task's budget: the ``nfe`` its generation kwargs ran with (``--gen_kwargs`` can
+        change it), else the one its name carries."""
+        named = parse_task(task)["nfe_budget"]
+        asked = self.task_kwargs.get(task, {}).get("nfe")
+        if named is None or asked is None:
+            return named
+        try:
+            return int(asked)
+        except (TypeError, ValueError):
+            return named
 
 
 def _read_json(path: Path) -> Any:
@@ -193,9 +235,17 @@ def load_run(results_file: str | os.PathLike, roots: Iterable[Path] = ()) -> Run
     except ValueError as err:
         raise ReportInputError(f"{path}: unreadable model_args ({err})") from None
     info = _cell_info(path, list(roots)) or {}
-    model = str(info.get("name") or display_name(backend, args))
-    checkpoint = checkpoint_name(args.get("pretrained", data.get("model_name")))
     groups = set((data.get("group_subtasks") or {}).keys())
+    try:
+        gen_kwargs = cli_gen_kwargs(data)
+    except ValueError as err:
+        raise ReportInputError(f"{path}: unreadable config.gen_kwargs ({err})") from None
+    task_kwargs = {t: requested(task_gen_kwargs(data, t)) for t in data["results"] if t not in groups}
+    overridden = {t: o for t, kw in task_kwargs.items() if (o := overridden_args(args, kw))}
+    ignored = {k for o in overridden.values() for k in o}  # never named with a value that did not run
+    model = str(info.get("name") or display_name(backend, {k: v for k, v in args.items() if k not in ignored}))
+    recorded = args.get("pretrained", data.get("model_name"))
+    checkpoint = checkpoint_name(recorded, local=_resolved_by_runner(info, recorded))
     metrics: dict[str, dict[str, float]] = {}
     for task, values in data["results"].items():
         if task in groups:
@@ -219,7 +269,9 @@ def load_run(results_file: str | os.PathLike, roots: Iterable[Path] = ()) -> Run
         date = float(data.get("date") or 0.0)
     except (TypeError, ValueError):
         date = 0.0
-    return Run(path, date, backend, args, model, checkpoint, metrics, n_samples, samples)
+    limit = (data.get("config") or {}).get("limit")
+    return Run(path, date, backend, args, model, checkpoint, metrics, n_samples, samples, gen_kwargs, limit,
+               task_kwargs, overridden)
 
 
 def expected_samples_file(run: Run, task: str) -> Path:
@@ -284,11 +336,12 @@ def load_runs(paths: Iterable[str | os.PathLike], strict: bool = False) -> Loade
     if not runs:
         raise ReportInputError("nothing to report: " + ("; ".join(problems) or "no lm-eval results found"))
 
-    # one run per (model, checkpoint, args, task): the newest wins, the other is named
+    # one run per (model, checkpoint, args as run, --gen_kwargs, --limit, task): the newest wins,
+    # the other is named
     chosen: dict[tuple, Run] = {}
     for run in sorted(runs, key=lambda r: (r.date, str(r.results_file))):
         for task in run.metrics:
-            key = (*run.identity, task)
+            key = run.task_identity(task)
             if key in chosen and chosen[key].results_file != run.results_file:
                 msg = (f"{task} of {run.model} appears twice: using {run.results_file} (newer), "
                        f"ignoring {chosen[key].results_file}")
@@ -311,10 +364,16 @@ def load_runs(paths: Iterable[str | os.PathLike], strict: bool = False) -> Loade
             )
         metric_sets.setdefault(task, (names, run.results_file))
 
+    # --limit is named only where it splits a cell (a leaderboard runs all its cells with one)
+    limits: dict[tuple, set[str]] = {}
+    for model, checkpoint, args_text, limit, task in chosen:
+        limits.setdefault((model, checkpoint, args_text, task), set()).add(limit)
     cell_rows, sample_rows = [], []
-    for (model, checkpoint, args_text, task), run in chosen.items():
-        ids = {**parse_task(task), "model": model, "backend": run.backend, "model_args": args_text,
-               "checkpoint": checkpoint, "task": task}
+    for (model, checkpoint, args_text, limit, task), run in chosen.items():
+        if len(limits[(model, checkpoint, args_text, task)]) > 1:
+            args_text += ("; " if args_text else "") + f"--limit {limit if run.limit is not None else 'none'}"
+        ids = {**parse_task(task), "nfe_budget": run.nfe_budget(task), "model": model, "backend": run.backend,
+               "model_args": args_text, "checkpoint": checkpoint, "task": task}
         row = {**ids, "n_samples": run.n_samples.get(task), **run.metrics[task]}
         cell_rows.append(row)
         sfile = run.samples_files.get(task)

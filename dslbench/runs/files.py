@@ -19,6 +19,7 @@ from typing import Any
 from dslbench import fsio
 
 CELL_INFO = "cell.json"  # written by the leaderboard runner: {"name", "backend", "model_args", ...}
+OUTPUT_MARK = "<output>"  # a path inside the output folder, in a cell's identity
 TRACE_JSON = "trace.json"
 MASK_GLYPH = "\u00b7"  # placeholder shown for a still-masked position
 

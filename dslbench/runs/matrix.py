@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from dslbench import fsio
 from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, load_config, plan
-from dslbench.runs.files import CELL_INFO
+from dslbench.runs.files import CELL_INFO, OUTPUT_MARK
 from dslbench.runs.model_args import expand_arg, check_config, resolve_metadata, resolve_model_args
 
 
@@ -39,7 +39,6 @@ class MatrixResult:
 
 
 # ----------------------------------------------------------------------------- running
-OUTPUT_MARK = "<output>"  # a path inside the output folder, in a cell's identity
 
 
 def _portable(value: Any, output: Path) -> Any:
@@ -83,8 +82,12 @@ def cell_description(cell: Cell, config: MatrixConfig) -> dict[str, Any]:
     }
 
 
+EFFECTIVE = "effective"  # cell.json's record of what ran, written after the evaluation; not identity
+
+
 def cell_finished(cell: Cell, expected: dict[str, Any]) -> bool:
-    """Finished = ``done.json`` present and ``cell.json`` describing the same work."""
+    """Finished = ``done.json`` present and ``cell.json`` describing the same work (its identity:
+    the ``effective`` block written after the evaluation is no part of it)."""
     from dslbench.harness.run import DONE
 
     if not (cell.dir / DONE).is_file() or not (cell.dir / CELL_INFO).is_file():
@@ -93,7 +96,23 @@ def cell_finished(cell: Cell, expected: dict[str, Any]) -> bool:
         have = json.loads((cell.dir / CELL_INFO).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return have == json.loads(json.dumps(expected))
+    if not isinstance(have, dict):
+        return False
+    have.pop(EFFECTIVE, None)
+    return have == json.loads(json.dumps({k: v for k, v in expected.items() if k != EFFECTIVE}))
+
+
+def effective_record(cell_dir: Path, model_args: dict[str, Any]) -> dict[str, Any]:
+    """What the cell's evaluation ran (:func:`dslbench.runs.effective.effective`), over every
+    lm-eval results file in it; model args compared as the identity writes them."""
+    from dslbench.runs.effective import effective
+
+    block: dict[str, Any] = {"gen_kwargs": {}, "limit": None, "tasks": {}}
+    for results in sorted(cell_dir.rglob("results_*.json")):
+        one = effective(results, model_args)
+        block.update(gen_kwargs=one["gen_kwargs"], limit=one["limit"])
+        block["tasks"].update(one["tasks"])
+    return block
 
 
 def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc: dict, evaluate: Callable,
@@ -116,6 +135,8 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
                  batch_size=config.batch_size, force=True, **extra)
         if not (partial / DONE).is_file():
             raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
+        # what ran (a task's own nfe / gen_length over the model args, --limit), beside the identity
+        write_json_atomic({**desc, EFFECTIVE: effective_record(partial, desc["model_args"])}, partial / CELL_INFO)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
