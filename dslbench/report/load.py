@@ -16,7 +16,11 @@ Task families by name: ``dsl_summ_<dataset>_<N>step`` (summarization), ``dsl_rep
 
 Who ran it: the backend is lm-eval's ``config.model``, the checkpoint the ``pretrained`` model
 arg, and the display name (``model``) either the ``name`` from a ``cell.json`` that the
-leaderboard runner writes next to the cell, or the backend plus its non-default model args.
+leaderboard runner writes next to the cell, or the backend plus its non-default model args
+(less those a task's generation kwargs replaced). The ``model_args`` column shows the args as
+they ran: an arg a task overrode carries the task's value and the ignored one, lm-eval's
+``--gen_kwargs`` follows, and ``--limit`` is named where two runs of a cell differ in it; such
+runs are cells of their own, and ``nfe_budget`` is the ``nfe`` the task ran with.
 
 Bad inputs raise ``ReportInputError`` naming the file (a path that is not an lm-eval output, an
 unreadable results file, mixed metric sets for one task). Partial inputs (a results file whose

@@ -1,9 +1,12 @@
 """The files a run writes and a report reads: their names and the trace's JSON schema.
 
-The one module of ``runs/`` that ``report/`` imports: it holds data, imports nothing of dslbench
+With :mod:`dslbench.runs.effective` (which reads what a cell ran back from lm-eval's files), the
+only module of ``runs/`` that ``report/`` imports: it holds data, imports nothing of dslbench
 beyond ``fsio``, so reading a result never pulls in a backend, a sampler or a model.
 
-- ``cell.json``: a leaderboard cell's identity, written by :mod:`dslbench.runs.matrix`;
+- ``cell.json``: a leaderboard cell's identity, written by :mod:`dslbench.runs.matrix`, plus its
+  ``effective`` block (what ran: a task's values over the model args, ``--limit``), written after
+  the evaluation and no part of the identity that resume compares;
 - ``trace.json``: a denoising trace (:class:`BackendTrace` rows per backend), written by
   :mod:`dslbench.runs.trace` and rendered by :mod:`dslbench.report.trace`.
 """
