@@ -32,6 +32,21 @@ CONFIG = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _stub_checkpoints(monkeypatch):
+    """``/ckpt/...`` (the stub evaluator's checkpoints) exist for no one: the pre-run check of
+    local checkpoints skips them, as it skips hub ids; every other path is still checked."""
+    import dslbench.runs.model_args as model_args
+
+    real = model_args._local_checkpoint
+
+    def local(spec):
+        found = real(spec)
+        return None if found is not None and str(found).startswith("/ckpt/") else found
+
+    monkeypatch.setattr(model_args, "_local_checkpoint", local)
+
+
 class StubEvaluate:
     """Stands in for ``evaluate_cell``: writes lm-eval-shaped outputs and ``done.json``; can fail
     on a given call to simulate an interruption."""
