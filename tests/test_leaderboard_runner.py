@@ -18,6 +18,8 @@ from dslbench.runs.config import MatrixConfigError, load_config, parse_config, p
 from dslbench.runs.model_args import check_config
 from tests.test_report import summ_samples, write_fake_run
 
+pytestmark = pytest.mark.usefixtures("stub_checkpoints")  # the stub evaluator's /ckpt/... paths
+
 CONFIG = {
     "name": "stub",
     "limit": 3,
@@ -30,21 +32,6 @@ CONFIG = {
          "model_args": {"pretrained": "/ckpt/base", "logits_eos_inf": True, "block_length": 32}},
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def _stub_checkpoints(monkeypatch):
-    """``/ckpt/...`` (the stub evaluator's checkpoints) exist for no one: the pre-run check of
-    local checkpoints skips them, as it skips hub ids; every other path is still checked."""
-    import dslbench.runs.model_args as model_args
-
-    real = model_args._local_checkpoint
-
-    def local(spec):
-        found = real(spec)
-        return None if found is not None and str(found).startswith("/ckpt/") else found
-
-    monkeypatch.setattr(model_args, "_local_checkpoint", local)
 
 
 class StubEvaluate:
