@@ -119,8 +119,10 @@ def run_leaderboard(config, out=None, *, report: bool = True, log=None, **kwargs
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from dslbench.data.jsonl import DataFormatError
     from dslbench.errors import describe_os_error
     from dslbench.harness.run import CellSaveError
+    from dslbench.models.loading import CheckpointFormatError
     from dslbench.report.load import ReportInputError
     from dslbench.runs.config import MatrixConfigError
 
@@ -130,8 +132,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
             result = run_leaderboard(args.config, out=args.out, force=args.force, models=models, report=not args.no_report,
                                      executor=args.executor, address=args.address, max_retries=args.max_retries,
                                      retry_errors=args.retry_errors, dry_run=args.dry_run)
-        except (MatrixConfigError, ReportInputError, CellSaveError) as err:
-            print(f"dslbench leaderboard: error: {err}", file=sys.stderr)
+        except (MatrixConfigError, ReportInputError, CellSaveError, CheckpointFormatError, DataFormatError) as err:
+            print(f"dslbench leaderboard: error: {_one_line(err)}", file=sys.stderr)
             return 2
         except OSError as err:  # permission denied, disk full: finished cells stay, the failed one pending
             print(f"dslbench leaderboard: error: {describe_os_error(err)}", file=sys.stderr)
@@ -141,6 +143,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     failed = f", {len(result.failed)} failed (see the logs above)" if result.failed else ""
     print(f"{len(result.ran)} cell(s) evaluated, {len(result.skipped)} already finished{failed}")
     return 1 if result.failed else 0
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line (a config error may quote a multi-line value)."""
+    return " ".join(str(err).split("\n")).strip() or type(err).__name__
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:

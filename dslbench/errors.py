@@ -37,15 +37,20 @@ class OutputWriteError(OSError):
 @contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
     """Turn a non-OSError failure of a writer into an OSError naming ``path``; a nearly full disk
-    is named as the cause (torch reports it as ``PytorchStreamWriter failed writing file``)."""
+    is named as the cause (torch reports it as ``PytorchStreamWriter failed writing file``, or
+    as ``enforce fail at inline_container.cc ... unexpected pos``: a short write, which is what a
+    full disk leaves). An OSError that names no file (``ENOSPC`` from a write) gets ``path``."""
     try:
         yield
-    except OSError:
+    except OSError as err:
+        if err.filename is None:  # a failed write names no file (a full disk): name the one written
+            raise type(err)(err.errno, err.strerror or str(err), os.fspath(path)) from err
         raise
     except Exception as err:  # noqa: BLE001 - re-raised as OSError with the cause kept
         if not _is_write_failure(err):
             raise
-        code = errno.ENOSPC if _nearly_full(Path(path)) else errno.EIO
+        short = "unexpected pos" in str(err)  # torch's writer found the file shorter than it wrote
+        code = errno.ENOSPC if short or _nearly_full(Path(path)) else errno.EIO
         message = "no space left on device" if code == errno.ENOSPC else f"write failed ({_first_line(err)})"
         raise OutputWriteError(code, message, os.fspath(path)) from err
 
@@ -53,7 +58,7 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 def _is_write_failure(err: Exception) -> bool:
     text = str(err).lower()
     return type(err).__name__ == "SafetensorError" or (isinstance(err, RuntimeError) and any(
-        w in text for w in ("pytorchstreamwriter", "write failed", "no space left", "errno")))
+        w in text for w in ("pytorchstreamwriter", "write failed", "no space left", "errno", "unexpected pos")))
 
 
 def _nearly_full(path: Path) -> bool:

@@ -24,6 +24,8 @@ from dslbench.runs.config import MatrixConfigError, parse_config
 from dslbench.runs.executors import FAULT_ENV, install_cell, parse_faults
 from tests.test_report import summ_samples, write_fake_run
 
+pytestmark = pytest.mark.usefixtures("stub_checkpoints")  # the stub evaluator's /ckpt/... paths
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {
     "name": "ray",

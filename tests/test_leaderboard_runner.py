@@ -18,6 +18,8 @@ from dslbench.runs.config import MatrixConfigError, load_config, parse_config, p
 from dslbench.runs.model_args import check_config
 from tests.test_report import summ_samples, write_fake_run
 
+pytestmark = pytest.mark.usefixtures("stub_checkpoints")  # the stub evaluator's /ckpt/... paths
+
 CONFIG = {
     "name": "stub",
     "limit": 3,

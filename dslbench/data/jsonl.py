@@ -54,7 +54,14 @@ def local_data_file(filename: str) -> Path | None:
     return None
 
 
-def _decode_line(raw: bytes, where: str, offset: int, first: bool) -> str:
+def _not_utf8(where: str, at: int, bad: bytes, reason: str, what: str) -> DataFormatError:
+    return DataFormatError(
+        f"{where}, byte {at} of the file: not UTF-8 (byte 0x{bad[:1].hex()}: {reason}); "
+        f"{what} must be UTF-8: re-save it, e.g. iconv -f LATIN1 -t UTF-8"
+    )
+
+
+def decode_line(raw: bytes, where: str, offset: int, first: bool, what: str = "the data files") -> str:
     """One line as text; a byte that is not UTF-8 is an error naming the line and its offset."""
     if first and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # a UTF-8 byte-order mark
@@ -62,11 +69,19 @@ def _decode_line(raw: bytes, where: str, offset: int, first: bool) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        bad = raw[err.start : err.start + 1].hex()
-        raise DataFormatError(
-            f"{where}, byte {offset + err.start} of the file: not UTF-8 (byte 0x{bad}: {err.reason}); "
-            "the data files must be UTF-8: re-save it, e.g. iconv -f LATIN1 -t UTF-8"
-        ) from None
+        raise _not_utf8(where, offset + err.start, raw[err.start:], err.reason, what) from None
+
+
+def decode_utf8(data: bytes, path: str | os.PathLike, what: str = "the file") -> str:
+    """A whole file's bytes as text (a leading byte-order mark dropped); a byte that is not UTF-8
+    is a :class:`DataFormatError` naming the file, the line and the byte offset in the file."""
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = start + err.start
+        line = data.count(b"\n", 0, at) + 1
+        raise _not_utf8(f"{path}, line {line}", at, data[at:], err.reason, what) from None
 
 
 def read_jsonl(path: str | os.PathLike, fields: tuple[str, ...], text_fields: tuple[str, ...] = (), id_field: str | None = "id") -> list[dict]:
@@ -87,7 +102,7 @@ def read_jsonl(path: str | os.PathLike, fields: tuple[str, ...], text_fields: tu
         offset = 0
         for lineno, raw in enumerate(fh, start=1):
             where = f"{path}, line {lineno}"
-            line = _decode_line(raw, where, offset, first=lineno == 1)
+            line = decode_line(raw, where, offset, first=lineno == 1)
             offset += len(raw)
             if not line.strip():
                 continue  # blank lines (e.g. a trailing newline) carry nothing

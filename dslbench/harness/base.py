@@ -42,7 +42,7 @@ COMMON_ARGS: dict[str, Arg] = {
     "device": Arg("auto", str, help="auto, cpu, cuda, cuda:N"),
     "batch_size": Arg(1, int, help="prompts decoded together", valid=AT_LEAST_1),
     "max_batch_size": Arg(None, int, help="accepted for lm-eval compatibility; batch_size is used", valid=AT_LEAST_1),
-    "seed": Arg(1234, int, help="seed of every random draw of the sampler"),
+    "seed": Arg(1234, int, help="seed of every random draw of the sampler", ceiling=None),
     "max_length": Arg(None, int, help="max prompt + generation tokens (default: the model's max_sequence_length)", valid=Range(2)),
     "response_cut": Arg("eos", str, RESPONSE_CUTS, "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
     "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood", valid=AT_LEAST_1),
@@ -77,6 +77,7 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         self._given_common = {k for k in kwargs if k in COMMON_ARGS}
         self._setup_distributed()
         self._load(self.args["pretrained"])
+        self._check_context()
         # the open-ended tasks' evaluator (GenPPL, MAUVE) runs on the model's device
         from dslbench.metrics.evaluator import set_default_device
 
@@ -118,6 +119,18 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
             self.model.config, "max_position_embeddings", 4096
         )
         self.max_length = self.args["max_length"] or cfg_max
+
+    def _check_context(self) -> None:
+        """The token counts the user gave fit the model's context (named in the error)."""
+        from dslbench.harness.args import CONTEXT_ARGS, check_context, model_context
+
+        found = model_context(self.model.config)
+        if found is None:
+            return
+        given = self._given | self._given_common
+        args = {k: self.args[k] for k in ("max_length", *CONTEXT_ARGS) if k in given and k in self.args}
+        where = getattr(self.info, "path", "") or self.args["pretrained"]
+        check_context(self.NAME, args, found[0], f"{found[1]}={found[0]} in {where}/config.json")
 
     def _check_prompt_cache(self) -> None:
         from dslbench.diffusion.prompt_cache import supports_prompt_cache

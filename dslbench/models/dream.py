@@ -43,6 +43,7 @@ from dslbench.models.loading import (
     checkpoint_weight_files,
     load_tokenizer,
     read_config_json,
+    require_mask_token,
 )
 
 DREAM_MASK_TOKEN_ID = 151666  # Dream-7B's <|mask|>
@@ -250,6 +251,7 @@ def _dream_info(config, tokenizer, directory: Path) -> ModelInfo:
     if pad is None:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     mask_id = getattr(config, "mask_token_id", None)
+    require_mask_token(tokenizer, DREAM_MASK_TOKEN_ID if mask_id is None else mask_id, directory)
     return ModelInfo(
         family="dream",
         mask_id=int(DREAM_MASK_TOKEN_ID if mask_id is None else mask_id),

@@ -350,11 +350,30 @@ def load_tokenizer(directory: Path, config=None):
         raise CheckpointFormatError(f"{path} (or the tokenizer files beside it) could not be read: {err}") from err
 
 
+def require_mask_token(tokenizer, mask_id: int, directory: Path) -> None:
+    """A masked-diffusion checkpoint's tokenizer must hold its mask token: the id the model masks
+    with (config.json's ``mask_token_id``) is a token of the tokenizer. A tokenizer without it
+    would decode the mask as nothing (every output empty) or raise deep inside the sampler."""
+    token = None
+    if 0 <= int(mask_id) < len(tokenizer):
+        try:
+            token = tokenizer.convert_ids_to_tokens(int(mask_id))
+        except (IndexError, KeyError, OverflowError, TypeError, ValueError):
+            token = None
+    if not token:
+        named = f" (it names mask_token {tokenizer.mask_token!r})" if getattr(tokenizer, "mask_token", None) else ""
+        raise CheckpointFormatError(
+            f"{directory}: the tokenizer has no mask token: mask_token_id={mask_id} of config.json is not a token of "
+            f"its tokenizer files{named}; a masked-diffusion checkpoint needs the tokenizer it was trained with"
+        )
+
+
 def _llada_info(config, tokenizer, directory: Path) -> ModelInfo:
     from dslbench.models.tokenizer import EOT_TOKEN, token_id
 
     if config.mask_token_id is None or config.eos_token_id is None:
         raise CheckpointFormatError(f"{directory}/config.json must set mask_token_id and eos_token_id")
+    require_mask_token(tokenizer, config.mask_token_id, directory)
     pad_id = config.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.eos_token_id

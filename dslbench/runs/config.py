@@ -115,9 +115,13 @@ def slug(name: str) -> str:
 
 
 def load_config(path: str | os.PathLike, out: str | os.PathLike | None = None) -> MatrixConfig:
+    from dslbench.data.jsonl import DataFormatError, decode_utf8
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(decode_utf8(path.read_bytes(), path, "a leaderboard config"))
+    except DataFormatError as err:  # names the file, the line and the byte offset
+        raise MatrixConfigError(str(err)) from None
     except (OSError, yaml.YAMLError) as err:
         raise MatrixConfigError(f"{path}: cannot read the leaderboard config ({err})") from None
     return parse_config(raw, path, out)

@@ -160,9 +160,12 @@ def run_matrix(
     max_retries: int = 2,
     retry_errors: bool = False,
     dry_run: bool = False,
+    check_checkpoints: bool | None = None,
 ) -> MatrixResult:
     """Evaluate every unfinished cell (``executor``: local or ray); ``dry_run`` only lists what is
-    pending and its cost. The result names every cell of the plan (``cells``) for the report."""
+    pending and its cost. The result names every cell of the plan (``cells``) for the report.
+    Every local checkpoint is checked before the first cell (``check_checkpoints``; by default
+    when dslbench's own evaluator loads them, not when the caller passes its own ``evaluate``)."""
     from dslbench.runs.executors import make_executor
 
     try:  # refuses a missing Ray before anything runs
@@ -179,10 +182,12 @@ def run_matrix(
             raise MatrixConfigError(f"--models: no model named {', '.join(unknown)} in the config "
                                     f"(have: {', '.join(m.name for m in config.models)})")
         config.models = [m for m in config.models if m.name in models]
+    if check_checkpoints is None:
+        check_checkpoints = evaluate is None
     if evaluate is None:
         from dslbench.harness.run import evaluate_cell as evaluate
     cells = plan(config)
-    check_config(config, cells)
+    check_config(config, cells, checkpoints=check_checkpoints)
     result = MatrixResult(config=config, cells=cells)
     models_dir = config.output / "models"
     pending = []

@@ -131,15 +131,71 @@ def _check_backend_args(spec: ModelSpec, args: dict[str, Any]) -> None:
         raise MatrixConfigError(f"model {spec.name!r}: {err}") from None
 
 
-def check_config(config: MatrixConfig, cells: list[Cell]) -> None:
+def _local_checkpoint(spec: ModelSpec) -> Path | None:
+    """The local folder ``pretrained`` names, or None: a ``tiny:`` spec (built on first use) or a
+    hub id (which cannot be checked offline; its download is checked when it loads)."""
+    try:
+        pre = expand_arg(spec.name, "pretrained", spec.model_args.get("pretrained"))
+    except MatrixConfigError:  # an unset variable: reported by the check of the model args
+        return None
+    if not isinstance(pre, str) or not pre or _TINY.match(pre):
+        return None
+    path = Path(pre).expanduser()
+    looks_local = pre.startswith((".", "/", "~")) or "\\" in pre or pre.count("/") > 1
+    return path if path.exists() or looks_local else None
+
+
+def _check_checkpoint(spec: ModelSpec, args: dict[str, Any] | None, seen: dict[Path, list[str]]) -> list[str]:
+    """The problems of the model's local checkpoint (see :mod:`dslbench.models.preflight`), and
+    token counts its context cannot hold, each naming the model."""
+    from dslbench.harness.args import CONTEXT_ARGS, check_context, model_context, parse_args
+    from dslbench.models.loading import read_config_json
+    from dslbench.models.preflight import checkpoint_problems
+
+    path = _local_checkpoint(spec)
+    if path is None:
+        return []
+    key = Path(os.path.abspath(path))
+    if (key, spec.backend) not in seen:
+        seen[(key, spec.backend)] = checkpoint_problems(path, spec.backend)
+    problems = [f"model {spec.name!r}: {p}" for p in seen[(key, spec.backend)]]
+    if problems:
+        return problems
+    found = model_context(read_config_json(path))
+    if found is not None and args is not None:
+        import importlib
+
+        from dslbench._lm_eval_hook import BACKENDS
+        from dslbench.harness.base import COMMON_ARGS
+
+        module, _, cls_name = BACKENDS[spec.backend].partition(":")
+        specs = {**COMMON_ARGS, **getattr(importlib.import_module(module), cls_name).SAMPLER_ARGS}
+        parsed = parse_args(spec.backend, specs, args)
+        given = {k: parsed[k] for k in ("max_length", *CONTEXT_ARGS) if k in args and k in parsed}
+        try:
+            check_context(spec.backend, given, found[0], f"{found[1]}={found[0]} in {path}/config.json")
+        except ValueError as err:
+            problems.append(f"model {spec.name!r}: {err}")
+    return problems
+
+
+def check_config(config: MatrixConfig, cells: list[Cell], checkpoints: bool = True) -> None:
     """Refuse, before anything runs: unset variables / placeholders, unknown backends, model args
-    a backend does not declare or values outside their range, and unknown dslbench task names."""
+    a backend does not declare or values outside their range, local checkpoints that are missing
+    or incomplete (:func:`_check_checkpoint`; ``tiny:`` specs are built later and hub ids cannot
+    be checked offline; ``checkpoints=False`` skips them), and unknown dslbench task names. Every
+    problem of every model is reported in one error."""
     problems = []
+    seen: dict = {}
     for m in config.models:
         try:
-            _check_backend_args(m, resolve_model_args(m, config.output / "models", build=False))
+            args = resolve_model_args(m, config.output / "models", build=False)
+            _check_backend_args(m, args)
         except MatrixConfigError as err:
             problems.append(str(err))
+            args = None
+        if checkpoints:
+            problems.extend(_check_checkpoint(m, args, seen))
     try:
         resolve_metadata(config.metadata, config.output / "models", build=False)
     except MatrixConfigError as err:

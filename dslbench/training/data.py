@@ -145,11 +145,16 @@ def read_records(path: str | Path) -> tuple[str, list[dict]]:
     path = Path(path)
     kind: str | None = None
     rows: list[dict] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    from dslbench.data.jsonl import decode_line
+
+    with path.open("rb") as fh:
+        offset = 0
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}, line {lineno}"
+            line = decode_line(raw, where, offset, first=lineno == 1, what="an --data file")
+            offset += len(raw)
             if not line.strip():
                 continue
-            where = f"{path}, line {lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
@@ -209,7 +214,9 @@ def load_pairs_or_texts(spec: dict[str, Any], data_seed: int, instruction: str |
         return "texts", [r["text"] for r in rows]
     if spec["kind"] == "text":
         path = Path(spec["path"])
-        text = path.read_text(encoding="utf-8")
+        from dslbench.data.jsonl import decode_utf8
+
+        text = decode_utf8(path.read_bytes(), path, "an --data file")
         docs = [p.strip() for p in text.split("\n\n") if p.strip()]
         if not docs:
             raise DataSpecError(f"{path}: no text")
