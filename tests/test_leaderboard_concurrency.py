@@ -88,6 +88,7 @@ def reference(tmp_path_factory) -> bytes:
     return (tmp / "out" / "leaderboard.csv").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drivers", [2, 4])
 def test_drivers_sharing_a_folder_evaluate_each_cell_once(reference, tmp_path, drivers):
     procs = [_start(tmp_path, "out", drivers) for _ in range(drivers)]
@@ -102,6 +103,7 @@ def test_drivers_sharing_a_folder_evaluate_each_cell_once(reference, tmp_path, d
     assert not _leftovers(out)
 
 
+@pytest.mark.slow
 def test_a_killed_drivers_cell_is_taken_over(reference, tmp_path):
     procs = [_start(tmp_path, "out", 2, slow=120) for _ in range(2)]
     deadline = time.monotonic() + 120
@@ -125,3 +127,45 @@ def test_a_killed_drivers_cell_is_taken_over(reference, tmp_path):
     out = tmp_path / "out"
     assert (out / "leaderboard.csv").read_bytes() == reference
     assert not _leftovers(out)
+
+
+# ----------------------------------------------------------------------------- the claim rules, in one process
+def test_claim_rules(tmp_path, monkeypatch):
+    import json
+    import socket
+    from types import SimpleNamespace
+
+    from dslbench.runs import claims as mod
+
+    cell = SimpleNamespace(dir=tmp_path / "runs" / "M" / "nfe4", label="M @ NFE 4")
+    lines: list[str] = []
+    first, second = mod.Claims(lines.append), mod.Claims(lines.append)
+    held = first.take(cell)
+    assert held is not None and second.take(cell) is None  # the lock is held: a live owner
+    record = json.loads((cell.dir.parent / ".nfe4.owner").read_text())
+    assert (record["host"], record["pid"]) == (socket.gethostname(), os.getpid())
+    assert f"pid {os.getpid()}" in second.holder(cell)
+    first.release(held)
+    assert not (cell.dir.parent / ".nfe4.owner").exists() and lines == []
+
+    def left_by(host: str, pid: int, age: float = 0.0) -> None:  # a record whose lock is free: its driver died
+        owner = cell.dir.parent / ".nfe4.owner"
+        owner.write_text(json.dumps({"host": host, "pid": pid, "started": "then"}))
+        os.utime(owner, (time.time() - age, time.time() - age))
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left_by(socket.gethostname(), dead.pid)  # this host, pid gone: stale at once
+    taken = second.take(cell)
+    assert taken is not None and len(lines) == 1 and f"pid {dead.pid}" in lines[0] and "taking over" in lines[0]
+    second.release(taken)
+    left_by("other-node", 123, age=60)  # another host, touched a minute ago: live
+    assert second.take(cell) is None
+    left_by(socket.gethostname(), os.getppid(), age=60)  # this host, pid running: live
+    assert second.take(cell) is None
+    left_by(socket.gethostname(), os.getppid(), age=2 * mod.STALE_S)  # ... but untouched for too long: stale
+    second.release(second.take(cell))
+    left_by("other-node", 123, age=60)
+    monkeypatch.setenv(mod.STALE_ENV, "30")  # the other host's record ages out
+    second.release(second.take(cell))
+    assert len(lines) == 3 and "other-node pid 123" in lines[-1]

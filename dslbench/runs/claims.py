@@ -12,7 +12,8 @@ driver that died; the record decides whether it is stale:
 * same host: stale when its pid no longer runs;
 * another host (a filesystem whose locks do not reach every node): stale when the record has
   not been touched for ``DSLBENCH_CLAIM_STALE_S`` seconds (default 3600). The holder touches
-  its records every ``HEARTBEAT_S`` seconds while it runs, so only a dead driver's record ages.
+  its records every ``HEARTBEAT_S`` seconds while it runs, so only a dead driver's record ages
+  (the same age also ends a same-host record whose pid was reused by an unrelated process).
 
 A stale claim is taken over with one log line. A released claim removes its owner record; the
 lock files stay (removing a lock file that another process may be opening is a race).
@@ -67,10 +68,12 @@ def stale_after() -> float:
 
 def is_live(record: dict[str, Any]) -> bool:
     """Whether the driver that wrote ``record`` may still run (the rules in the module docstring)."""
+    if record.get("age", float("inf")) >= stale_after():
+        return False
     if record.get("host") == socket.gethostname():
         pid = record.get("pid")
         return isinstance(pid, int) and pid != os.getpid() and fsio.pid_alive(pid)
-    return record.get("age", float("inf")) < stale_after()
+    return True
 
 
 class Claim:
