@@ -42,7 +42,7 @@ class StubEvaluate:
         self.calls: list[tuple[str, dict, list[str], Path]] = []
         self.fail_on = fail_on
 
-    def __call__(self, model, model_args, tasks, out_dir, limit=None, seed=0, batch_size=1, force=False):
+    def __call__(self, model, model_args, tasks, out_dir, limit=None, seed=0, batch_size=1, force=False, metadata=None):
         self.calls.append((model, model_args, tasks, Path(out_dir)))
         if self.fail_on is not None and len(self.calls) == self.fail_on:
             (Path(out_dir) / "model").mkdir(parents=True, exist_ok=True)

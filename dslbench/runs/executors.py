@@ -194,7 +194,8 @@ def run_attempt(run_one: Callable, cell, model_args: dict, desc: dict, log: str,
 
 
 def _clean_leftovers(cell) -> None:
-    """Partial / displaced folders of earlier attempts that died (their processes are gone)."""
+    """Partial / displaced folders of earlier attempts that died (their processes are gone);
+    called only for cells this driver holds the claim of, never for another driver's."""
     for p in cell.dir.parent.glob(f".{cell.dir.name}.partial-*"):
         shutil.rmtree(p, ignore_errors=True)
     for p in cell.dir.parent.glob(f".{cell.dir.name}.old-*"):
@@ -222,21 +223,23 @@ class LocalExecutor:
     """Today's loop: the pending cells one after another in this process (errors propagate)."""
 
     name = "local"
+    claim_batch = 1  # the runner claims one cell at a time for it: other drivers take the next ones
+    progress: Progress | None = None  # the runner's count over all its calls (else one per call)
 
     def run(self, pending: list, prepare: Callable, run_one: Callable, output: Path,
             log: Callable[[str], None]) -> ExecutorResult:
         result = ExecutorResult()
-        progress = Progress(len(pending), log)
+        progress = self.progress or Progress(len(pending), log)
         gpus = _local_gpus()
-        for i, (cell, desc) in enumerate(pending):
+        for cell, desc in pending:
             args = prepare(cell)
-            log(f"[{i + 1}/{len(pending)}] {cell.label}: evaluating {', '.join(cell.tasks)}")
+            log(f"[{progress.done + 1}/{progress.total}] {cell.label}: evaluating {', '.join(cell.tasks)}")
             start = time.monotonic()
             run_one(cell, model_args=args, desc=desc, **data_parallel(cell))
             seconds = time.monotonic() - start
             progress.done += 1
             progress.gpu_seconds += seconds * gpus * cell.model.processes
-            progress.line(cell, f"finished in {seconds:.1f} s", 0, len(pending) - i - 1)
+            progress.line(cell, f"finished in {seconds:.1f} s", 0, progress.total - progress.done)
             result.ran.append(cell)
         return result
 
@@ -270,6 +273,8 @@ class RayExecutor:
     where the cluster has GPUs, else one CPU). Output folders must be on storage every node sees."""
 
     name = "ray"
+    claim_batch = None  # the runner claims every cell it can before submitting them
+    progress = None
 
     def __init__(self, address: str | None = None, max_retries: int = 2, retry_errors: bool = False):
         try:

@@ -5,7 +5,14 @@ A cell is one model at one budget (all its tasks at that budget in one lm-eval c
 results / samples files, the runner's ``cell.json`` and ``evaluate_cell``'s ``done.json``. A cell
 is evaluated into a hidden ``.<cell>.partial`` folder and renamed into place when finished, so
 an interrupted run leaves no half cell behind; finished cells whose ``cell.json`` matches the
-config are skipped (resume), ``force=True`` redoes them. The config format and the cells' plan
+config are skipped (resume), ``force=True`` redoes them.
+
+Several drivers may share one output folder (a Slurm job array, two people on a shared disk): a
+cell is evaluated, its partial folder created or removed, only while its driver holds the cell's
+claim (:mod:`dslbench.runs.claims`: a lock file and an owner record beside the cell). A driver
+skips cells other live drivers hold, runs everything else, then waits for those (re-checked
+every second) and takes over the claims of drivers that died; every cell is evaluated once, and
+each driver writes the report when all cells are finished. The config format and the cells' plan
 are in :mod:`dslbench.runs.config`; the report over the finished cells is written by the caller
 (``dslbench.cli.run_leaderboard``) with :mod:`dslbench.report.build`, which reads these files.
 """
@@ -17,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -119,7 +127,8 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
              partial: Path | None = None, install: Callable | None = None) -> Any:
     """Evaluate one cell into ``.<cell>.partial`` and rename it into place once done: the inputs
     in, the cell's files out, nothing else touched (another executor can call it as is). On any
-    failure the partial folder is removed and the cell stays pending."""
+    failure the partial folder is removed and the cell stays pending. The caller holds the cell's
+    claim, so the partial / old folders removed here are never another live driver's."""
     from dslbench.harness.run import DONE, write_json_atomic
 
     # an executor whose attempts may overlap (Ray) gives each its own partial folder and installs it
@@ -189,7 +198,6 @@ def run_matrix(
     cells = plan(config)
     check_config(config, cells, checkpoints=check_checkpoints)
     result = MatrixResult(config=config, cells=cells)
-    models_dir = config.output / "models"
     pending = []
     for i, cell in enumerate(cells, 1):
         desc = cell_description(cell, config)
@@ -197,18 +205,84 @@ def run_matrix(
             log(f"[{i}/{len(cells)}] {cell.label}: finished, skipped")
             result.skipped.append(cell)
             continue
-        pending.append((cell, desc))
+        pending.append((cell, desc, _inode(cell.dir)))
     if dry_run:
         from dslbench.runs.cost import dry_run_lines
 
-        for line in dry_run_lines([c for c, _ in pending], config.limit, runner.name):
+        for line in dry_run_lines([c for c, _, _ in pending], config.limit, runner.name):
             log(line)
         return result
-    done = runner.run(pending, lambda c: resolve_model_args(c.model, models_dir, build=True),
-                      functools.partial(run_cell, config=config, evaluate=evaluate), config.output, log)
-    result.ran, result.failed = done.ran, done.failed
+    _run_claimed(runner, pending, result, config, evaluate, force, log)
     for f in result.failed:
         log(f"failed: {f.cell.label} after {f.attempts} attempt(s): {f.error}; log: {f.log}")
     if result.failed:
         log(f"{len(result.failed)} cell(s) failed: no leaderboard written; a rerun evaluates only the missing cells")
     return result
+
+
+# ----------------------------------------------------------------------------- several drivers
+POLL_S = 1.0  # how often a driver re-checks the cells other drivers hold
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _run_claimed(runner, pending: list, result: MatrixResult, config: MatrixConfig, evaluate: Callable,
+                 force: bool, log: Callable[[str], None]) -> None:
+    """Run the pending cells, each only while this driver holds its claim
+    (:mod:`dslbench.runs.claims`), so that drivers sharing the output folder evaluate every cell
+    once. The local executor claims one cell at a time (the next driver takes the next cell),
+    Ray all it can. Cells other drivers hold are left alone until this driver has run everything
+    else; then it polls them every ``POLL_S`` seconds: a cell found finished is counted as
+    skipped, one whose driver gave up or died (its claim free again) is run here."""
+    from dslbench.runs.claims import Claims, FolderLock
+    from dslbench.runs.executors import Progress
+
+    models_dir = config.output / "models"
+
+    def prepare(cell: Cell) -> dict[str, Any]:
+        with FolderLock(models_dir / ".build.lock"):  # two drivers never build the same tiny model
+            return resolve_model_args(cell.model, models_dir, build=True)
+
+    run_one = functools.partial(run_cell, config=config, evaluate=evaluate)
+    claims, todo, waiting = Claims(log), list(pending), None
+    runner.progress = Progress(len(pending), log)  # one count across the batches
+    try:
+        while todo:
+            batch, held, left = [], [], []
+            for cell, desc, ino in todo:
+                if runner.claim_batch is not None and len(batch) >= runner.claim_batch:
+                    left.append((cell, desc, ino))
+                    continue
+                claim = claims.take(cell)
+                if claim is None:
+                    held.append((cell, desc, ino))
+                elif cell_finished(cell, desc) and (not force or _inode(cell.dir) != ino):
+                    claims.release(claim)  # finished by another driver since this one looked
+                    log(f"{cell.label}: finished by another driver, skipped")
+                    result.skipped.append(cell)
+                else:
+                    batch.append((cell, desc, claim))
+            todo = held + left
+            if batch:
+                try:
+                    done = runner.run([(c, d) for c, d, _ in batch], prepare, run_one, config.output, log)
+                finally:
+                    for _, _, claim in batch:
+                        claims.release(claim)
+                result.ran += done.ran
+                result.failed += done.failed  # not retried here: the executor already did
+                continue
+            if todo:
+                names = [c.label for c, _, _ in todo]
+                if names != waiting:
+                    waiting = names
+                    log(f"waiting for {len(todo)} cell(s) other drivers hold (re-checked every {POLL_S:g} s): "
+                        + "; ".join(f"{c.label} by {claims.holder(c)}" for c, _, _ in todo))
+                time.sleep(POLL_S)
+    finally:
+        claims.close()
