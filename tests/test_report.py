@@ -540,3 +540,28 @@ def test_all_empty_cell_is_named_in_a_warning_and_the_headline_shows_empty_pct(t
     # the command line prints it
     assert main(["report", str(tmp_path / "runE"), str(tmp_path / "runA"), "--out", str(tmp_path / "cli"), "--n-boot", "20"]) == 0
     assert "dslbench report: warning: mdm_llada on dsl_summ_xsum_16step: 100% of the outputs are empty" in capsys.readouterr().err
+
+
+def test_truncated_cells_are_named_in_a_warning_and_the_headline_shows_truncated_pct(tmp_path):
+    cut = summ_samples([3, 5, 2, 8, 6, 4, 1, 2, 7, 5])
+    for i, s in enumerate(cut):
+        s["truncated_rate"] = 1.0 if i < 7 else 0.0  # 7 of 10 prompts cut
+    whole = summ_samples([1, 5, 4, 4, 3, 2, 2, 6, 1, 3])
+    for s in whole:
+        s["truncated_rate"] = 0.0
+    write_fake_run(tmp_path / "runT", "mdm_llada", {"pretrained": "/ckpt/base"}, {"dsl_summ_xsum_16step": cut})
+    write_fake_run(tmp_path / "runA", "dsl_llada", {"pretrained": "/ckpt/dsl"}, {"dsl_summ_xsum_16step": whole})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        rep = build_report([tmp_path / "runT", tmp_path / "runA"], tmp_path / "out", n_boot=50)
+    assert rep.truncated_cells == [
+        "mdm_llada on dsl_summ_xsum_16step (NFE 16): 70% of the prompts were cut to fit max_length (7 of 10); "
+        "the model read those sources with a middle stretch missing"
+    ]
+    assert [str(w.message) for w in caught if "prompts were cut" in str(w.message)] == rep.truncated_cells
+    values, _, _ = tables.headline_table(rep.loaded.cells)
+    assert dict(zip(values["model"], values["truncated %"])) == {"dsl_llada": 0.0, "mdm_llada": 70.0}
+    md = (tmp_path / "out" / "report.md").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Warning: truncated prompts" in md and "| truncated % |" in md and "70% of the prompts were cut" in md
+    assert "truncated %" in html and "70% of the prompts were cut" in html

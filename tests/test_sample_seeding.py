@@ -150,3 +150,19 @@ def test_per_sample_outputs_are_identical_at_batch_1_3_8_and_any_limit(backend, 
     # the seed matters: another run seed changes the samples
     other = cls.create_from_arg_string(f"pretrained={ckpt},seed=6", {"batch_size": 8})
     assert [split_stats(r)[0] for r in other.generate_until([Req(p, gk) for p in PROMPTS])] != [t for t, _ in one]
+
+
+def test_batch_invariant_decodes_each_row_alone_unpadded(tiny_ckpt):
+    # batch_invariant: every row of a batch of 8 is the batch-of-one run (same tokens, same calls),
+    # decoded unpadded; its record says so
+    gk = {"nfe": 4, "gen_length": 8, "temperature": 0.8, "return_stats": True}
+    alone = _texts(MDMLLaDA, tiny_ckpt, 1, PROMPTS, gk)
+    b = MDMLLaDA.create_from_arg_string(f"pretrained={tiny_ckpt},seed=5,batch_invariant=true", {"batch_size": 8})
+    calls = []
+    forward = b.denoiser.forward
+    b.denoiser.forward = lambda x, m=None, *a, **k: (calls.append(x.shape[0]), forward(x, m, *a, **k))[1]
+    together = [split_stats(r) for r in b.generate_until([Req(p, gk) for p in PROMPTS])]
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert [s["nfe"] for _, s in together] == [s["nfe"] for _, s in alone]
+    assert all(s["batch_invariant"] is True for _, s in together)
+    assert set(calls) == {1}  # no padded batch ever reached the network

@@ -30,8 +30,16 @@ Where this deliberately departs from LLaDA's published ``generate``:
   the logits' dtype).
 - Gumbel-max is ranked in log space (same argmax as ``exp(l) / (-log u)^T``, no overflow).
 - Only the current block's logits are post-processed (positions outside it can never be
-  committed, which the reference expresses with -inf confidences); ties in confidence go to the
-  lower position.
+  committed, which the reference expresses with -inf confidences). The fixed schedule (without
+  ReMDM) still picks a step's commits as the release does, with ``torch.topk`` over each row's
+  whole unpadded sequence, so ties (routine under ``confidence_eos_eot_inf``, where every position
+  proposing a removed id scores 0) break as they break there on the same device
+  (:func:`~dslbench.diffusion.schedule.released_top_k`); ``torch.topk`` orders ties differently
+  on CPU and CUDA. Exact ties (0, 1.0) are the same values in both; other confidences come from
+  the float64 formula of :mod:`~dslbench.diffusion.proposal`, which can sit one ulp from the
+  release's ``softmax`` where two rows hold the same logits in other columns, so such ties may
+  break otherwise. ReMDM and the adaptive rules (not in the release) give ties to the lower
+  position.
 - A prompt token equal to ``mask_id`` is never filled (only the generated span is decoded).
 - ``entropy`` / ``margin`` score the untempered distribution (Dream divides the logits by the
   temperature first; identical at temperature 0) and keep LLaDA's Gumbel proposal.
@@ -56,7 +64,7 @@ from dslbench.diffusion.proposal import (
     removed_ids,
 )
 from dslbench.diffusion.remdm import RemdmConfig, block_schedule, choose_remask, remask_probability
-from dslbench.diffusion.schedule import check_budget, top_k_per_row, transfer_schedule
+from dslbench.diffusion.schedule import check_budget, released_top_k, top_k_per_row, transfer_schedule
 
 # Re-exported: the backends and tests read the sampler's vocabulary from here.
 __all__ = [
@@ -209,8 +217,10 @@ def mdm_generate(
     nfe_before = denoiser.nfe
     with torch.no_grad():
         if parallel.rule == "fixed":
+            # left-padding columns of each row: the release's topk runs over the unpadded row
+            pads = [0] * batch if prompt_mask is None else (prompt_mask == 0).sum(dim=1).tolist()
             _decode_fixed(canvas, step_logits, proposal, mask_id, prompt_len, block_length, num_blocks,
-                          steps_per_block, remdm, generator, trace, keep_prev)
+                          steps_per_block, remdm, generator, trace, keep_prev, pads)
             nfe = denoiser.nfe - nfe_before
             return MDMOutput(tokens=canvas[:, prompt_len:].clone(), nfe=nfe, steps=steps, row_nfe=(nfe,) * batch)
         taken, row_nfe = _decode_adaptive(canvas, step_logits, proposal, parallel, denoiser, mask_id, prompt_len,
@@ -230,7 +240,7 @@ def _step_logits(denoiser, attention_mask, prompt_len, cfg_scale, input_embeds_f
 
 
 def _decode_fixed(canvas, step_logits, proposal, mask_id, prompt_len, block_length, num_blocks, steps_per_block,
-                  remdm, generator, trace, keep_prev) -> None:
+                  remdm, generator, trace, keep_prev, pads) -> None:
     """LLaDA's schedule: each block gets ``steps_per_block`` steps and commits its masks evenly."""
     batch = canvas.shape[0]
     device = canvas.device
@@ -241,6 +251,7 @@ def _decode_fixed(canvas, step_logits, proposal, mask_id, prompt_len, block_leng
         mask_count = (canvas[:, lo:hi] == mask_id).sum(dim=1)
         if remdm is None:
             schedule = transfer_schedule(mask_count, steps_per_block)
+            host_schedule = schedule.tolist()  # one synchronisation a block: topk takes host counts
         else:
             schedule = block_schedule(remdm, mask_count, steps_per_block)
         # Probability of each token at the moment it was committed (ReMDM-conf reads it).
@@ -265,7 +276,11 @@ def _decode_fixed(canvas, step_logits, proposal, mask_id, prompt_len, block_leng
                     n_commit = n_commit + remasked.sum(dim=1)
 
             confidence = confidence.masked_fill(~masked, float("-inf"))
-            committed = top_k_per_row(confidence, n_commit) & masked
+            if remdm is None:
+                k = [counts[i] for counts in host_schedule]
+                committed = released_top_k(confidence, k, lo, canvas.shape[1], pads) & masked
+            else:
+                committed = top_k_per_row(confidence, n_commit) & masked
             updated = torch.where(committed, x0, current)
             updated = updated.masked_fill(remasked, mask_id)
             canvas[:, lo:hi] = updated

@@ -1,7 +1,8 @@
 """Step schedules shared by the samplers: how many positions each step commits and which.
 
 :func:`transfer_schedule` is LLaDA's even split of a block's masks over its steps, the remainder
-going to the earliest steps; :func:`top_k_per_row` picks each row's ``k`` best-scored positions;
+going to the earliest steps; :func:`top_k_per_row` picks each row's ``k`` best-scored positions
+(ties: lower position), :func:`released_top_k` picks them as LLaDA's ``generate.py`` does;
 :func:`check_budget` splits a step budget over the blocks. Both :mod:`dslbench.diffusion.mdm`
 and :mod:`dslbench.diffusion.remdm` read them from here (one home, no import circle).
 """
@@ -30,6 +31,31 @@ def top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     order = scores.argsort(dim=-1, descending=True, stable=True)
     ranks_taken = torch.arange(scores.shape[-1], device=scores.device)[None, :] < k.to(scores.device)[:, None]
     return torch.zeros_like(ranks_taken).scatter(1, order, ranks_taken)
+
+
+def released_top_k(scores: torch.Tensor, k: list[int], offset: int, length: int, pads: list[int]) -> torch.Tensor:
+    """Boolean mask of the positions LLaDA's ``generate.py`` commits, ties included.
+
+    The release calls ``torch.topk`` on one row's confidence over its whole sequence (prompt +
+    generated span, ``-inf`` outside the current block and at unmasked positions), and the order
+    ``torch.topk`` gives tied values depends on that tensor's length and on where the ties sit.
+    Ties are routine where positions score exactly 0 (``confidence_eos_eot_inf``) or exactly 1, so
+    each row's tensor is rebuilt in that layout, unpadded: ``scores`` ``[B, W]`` holds the block's
+    scores (``-inf`` at positions that cannot be committed) at canvas columns ``offset..offset+W-1``
+    of a canvas ``length`` wide whose row ``b`` starts with ``pads[b]`` pad columns; ``k`` holds
+    each row's count (host ints). One ``torch.topk`` per row, as in the release.
+    """
+    batch, width = scores.shape
+    chosen = torch.zeros((batch, width), dtype=torch.bool, device=scores.device)
+    for row in range(batch):
+        if k[row] <= 0:
+            continue
+        start = offset - pads[row]
+        full = torch.full((length - pads[row],), float("-inf"), dtype=scores.dtype, device=scores.device)
+        full[start : start + width] = scores[row]
+        picked = torch.topk(full, int(k[row])).indices - start
+        chosen[row, picked[(picked >= 0) & (picked < width)]] = True
+    return chosen
 
 
 def check_budget(gen_length: int, steps: int, block_length: int, fixed: bool = True) -> tuple[int, int]:

@@ -48,6 +48,10 @@ COMMON_ARGS: dict[str, Arg] = {
     "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood", valid=AT_LEAST_1),
     "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood", valid=AT_LEAST_1),
     "prompt_cache": Arg(False, bool, help="approximate prompt K/V cache for generation (Fast-dLLM style): the prompt no longer sees the evolving span"),
+    "batch_invariant": Arg(False, bool, help=(
+        "decode each prompt of a batch alone, unpadded (no batching speed-up): padding moves float32 "
+        "logits by ~1e-6, which flips near-ties at temperature > 0, so only this makes a document's "
+        "sample exactly independent of the batch it is decoded in")),
     "prompt_cache_refresh": Arg(0, int, help="with prompt_cache: a full pass every N calls (0: only the first call of a generation)"),
 }
 
@@ -311,6 +315,28 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         seeds = [prompt_seed(c, self.args["seed"]) for c in contexts]
         return seeds, self.device if self.RNG_ON_MODEL_DEVICE else "cpu"
 
+    def _sample_recorded(self, prompt_ids, prompt_mask, opts: dict, generators) -> SampleResult:
+        """``_sample`` on one batch, with the prompt cache's record when one was used."""
+        self._cache_seam = None
+        with torch.inference_mode():  # no autograd bookkeeping: the sampler's tensors never need it
+            result = self._sample(prompt_ids, prompt_mask, opts, generators)
+        if self._cache_seam is not None:
+            result.extra.update(self._cache_seam.record())
+            self._cache_seam = None  # its keys / values belong to this batch only
+        return result
+
+    def _sample_rows(self, prompt_ids, prompt_mask, opts: dict, generators) -> SampleResult:
+        """``batch_invariant``: each row decoded alone, its left padding dropped (the rows' own
+        generators, as in a batch), so its logits are those of a batch of one; one result back.
+        Each row's calls and record are its own (``nfe`` per row, ``extra`` per row)."""
+        results = []
+        for row in range(prompt_ids.shape[0]):
+            ids = prompt_ids[row : row + 1, prompt_mask[row].bool()]
+            results.append(self._sample_recorded(ids, torch.ones_like(ids), opts, generators[row : row + 1]))
+        nfe = tuple(r.nfe if isinstance(r.nfe, int) else r.nfe[0] for r in results)
+        row_extra = [{**r.extra, **(r.row_extra[0] if r.row_extra else {}), "batch_invariant": True} for r in results]
+        return SampleResult(torch.cat([r.tokens for r in results]), nfe, {}, row_extra)
+
     def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None) -> list[str]:
         """Decode one batch. Each row draws from its own generator, seeded from the model arg
         ``seed`` and the row's own prompt token ids (:func:`dslbench.diffusion.rng.prompt_seed`),
@@ -334,12 +360,10 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         prompt_ids, prompt_mask = self._left_pad(fitted)
         generators = row_generators(seeds, device=rng_device)
         start = time.perf_counter()
-        self._cache_seam = None
-        with torch.inference_mode():  # no autograd bookkeeping: the sampler's tensors never need it
-            result = self._sample(prompt_ids, prompt_mask, opts, generators)
-        if self._cache_seam is not None:
-            result.extra.update(self._cache_seam.record())
-            self._cache_seam = None  # its keys / values belong to this batch only
+        if self.args["batch_invariant"] and len(contexts) > 1:
+            result = self._sample_rows(prompt_ids, prompt_mask, opts, generators)
+        else:
+            result = self._sample_recorded(prompt_ids, prompt_mask, opts, generators)
         decoded = [self._decode(row, opts.get("response_cut")) for row in result.tokens]
         seconds = (time.perf_counter() - start) / len(contexts)
         texts = []

@@ -102,8 +102,10 @@ class PromptMixin:
     @classmethod
     def _fit_prompt(cls, ids: list[int], budget: int, tail: int = 32) -> list[int]:
         """Cut an over-long prompt in the middle: the head holds BOS, the chat header and the
-        instruction, the tail the end of the turn and the assistant header; the tokens dropped
-        are the end of the source document (their count goes into the per-sample record)."""
+        instruction (and the start of the source), the last ``tail`` tokens the end of the turn, the
+        assistant header and, where those are shorter, the source's own last tokens; the tokens
+        dropped are the middle of the source document, not its end (their count goes into the
+        per-sample record)."""
         start, stop = cls._cut_range(len(ids), budget, tail)
         return ids[:start] + ids[stop:]
 
@@ -126,7 +128,8 @@ class PromptMixin:
         if counts and counts[0]:
             log.warning(
                 "%s: %d of %d prompts were longer than max_length=%d minus gen_length and were cut in "
-                "the middle (the end of the source document dropped); each sample's record holds "
+                "the middle (the source document loses a middle stretch; its start and the prompt's last "
+                "tokens are kept); each sample's record holds "
                 "prompt_tokens_dropped and the task reports truncated_rate",
                 self.NAME, counts[0], counts[1], self.max_length,
             )

@@ -49,6 +49,7 @@ class Report:
     loaded: Loaded | None = None
     warnings: list[str] = field(default_factory=list)
     empty_cells: list[str] = field(default_factory=list)  # cells with more than half their outputs empty
+    truncated_cells: list[str] = field(default_factory=list)  # cells with some prompts cut to fit max_length
 
 
 def _baselines_default() -> Path:
@@ -85,7 +86,8 @@ def build_report(
                                samples_format=samples_format, n_boot=n_boot, seed=seed, title=title, note=note)
         rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
         rep.empty_cells = tables.empty_cell_warnings(loaded.cells)
-        for msg in rep.empty_cells:
+        rep.truncated_cells = tables.truncated_cell_warnings(loaded.cells)
+        for msg in rep.empty_cells + rep.truncated_cells:
             rep.warnings.append(msg)
             warnings.warn(msg, ReportWarning, stacklevel=2)
         rep.files = _commit(staged, stage, out, Path(leaderboard_path) if leaderboard_path else None)
@@ -195,7 +197,8 @@ def _legend() -> str:
     return ("**Bold** = best per dataset: highest ROUGE, lowest repetition / degenerate / short-output "
             "rate / empty %, length ratio closest to 1; words and measured NFE have no better direction. "
             "Adjacent rep and the rates are means of per-sample values over all outputs, empty ones included "
-            "(an empty output counts 0 repetition): read them with the empty % column. ")
+            "(an empty output counts 0 repetition): read them with the empty % column. "
+            "Truncated % is the share of prompts cut in the middle to fit the backend's max_length. ")
 
 
 def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs, *, headline_nfe,
@@ -218,6 +221,11 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
     if empty:
         b.append(("p", "**Warning: mostly empty outputs.** More than half of these cells' outputs are empty:\n"
                   + "\n".join(f"- {w}" for w in empty)))
+    truncated = tables.truncated_cell_warnings(cells)
+    if truncated:
+        b.append(("p", "**Warning: truncated prompts.** These cells cut some prompts in the middle to fit "
+                  "`max_length` (see `prompt_tokens_dropped` in their samples):\n"
+                  + "\n".join(f"- {w}" for w in truncated)))
 
     # headline
     values, best, budget = tables.headline_table(cells, headline_nfe)

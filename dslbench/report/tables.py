@@ -23,11 +23,15 @@ HEADLINE_METRICS: list[tuple[str, str, str | None]] = [
     ("degenerate", "degenerate", "min"),
     ("short_output", "short-output rate", "min"),
     ("empty_pct", "empty %", "min"),
+    ("truncated_pct", "truncated %", None),  # prompts cut to fit max_length: a fact of the run, no best
     ("nfe", "measured NFE", None),
 ]
 # A cell with more than this share of empty outputs is named in a warning: its quality metrics
 # describe empty outputs (ROUGE 0, no repetition), not a model that is merely bad.
 EMPTY_WARN_SHARE = 0.5
+# A cell with more than this share of its prompts cut (the task's truncated_rate) is named in a
+# warning: its model read a source with a middle stretch missing.
+TRUNCATED_WARN_SHARE = 0.0
 REPAIR_METRICS: list[tuple[str, str, str | None]] = [
     ("fix_rate", "fix %", "max"),
     ("preserve_rate", "preserve %", "max"),
@@ -119,6 +123,8 @@ def headline_table(cells: pd.DataFrame, nfe: int | None = None) -> tuple[pd.Data
     summ = summ.sort_values(["dataset", "model", "checkpoint"], kind="mergesort")
     if "empty" in summ.columns:
         summ = summ.assign(empty_pct=100.0 * pd.to_numeric(summ["empty"], errors="coerce"))
+    if "truncated_rate" in summ.columns:
+        summ = summ.assign(truncated_pct=100.0 * pd.to_numeric(summ["truncated_rate"], errors="coerce"))
     values, best = _marked_table(summ, ["dataset"], HEADLINE_METRICS)
     return values, best, budget
 
@@ -134,6 +140,21 @@ def empty_cell_warnings(cells: pd.DataFrame, share: float = EMPTY_WARN_SHARE) ->
         count = f" ({round(r['empty'] * n)} of {n})" if n is not None and pd.notna(n) else ""
         out.append(f"{r['model']} on {r['task']}: {100 * r['empty']:.0f}% of the outputs are empty{count}; "
                    "its quality figures describe empty outputs (ROUGE 0, no repetition), not summaries")
+    return out
+
+
+def truncated_cell_warnings(cells: pd.DataFrame, share: float = TRUNCATED_WARN_SHARE) -> list[str]:
+    """One message per summarization cell with more than ``share`` of its prompts cut."""
+    if "truncated_rate" not in cells.columns:
+        return []
+    rate = pd.to_numeric(cells["truncated_rate"], errors="coerce")
+    out = []
+    for _, r in cells[(cells["family"] == "summarization") & (rate > share)].iterrows():
+        n = r.get("n_samples")
+        count = f" ({round(r['truncated_rate'] * n)} of {n})" if n is not None and pd.notna(n) else ""
+        out.append(f"{r['model']} on {r['task']} (NFE {r['nfe_budget']}): {100 * r['truncated_rate']:.0f}% of the "
+                   f"prompts were cut to fit max_length{count}; the model read those sources with a middle "
+                   "stretch missing")
     return out
 
 
