@@ -89,7 +89,16 @@ def logits_from(denoiser, inputs_embeds: torch.Tensor, attention_mask: torch.Ten
     """One counted call's logits for positions ``start..L-1`` (``[B, L - start, V]``): asked of
     the seam when its ``forward`` takes ``logits_from``, sliced from the whole canvas otherwise
     (the signature, not an attribute, decides: a delegating wrapper must not inherit the claim)."""
-    if start and "logits_from" in inspect.signature(denoiser.forward).parameters:
-        return denoiser.forward(inputs_embeds, attention_mask, logits_from=start)
-    logits = denoiser.forward(inputs_embeds, attention_mask)
-    return logits[:, start:] if start else logits
+    return logits_reader(denoiser, start)(inputs_embeds, attention_mask)
+
+
+def logits_reader(denoiser, start: int) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """:func:`logits_from` with the seam's signature read once: ``(inputs_embeds, attention_mask)
+    -> logits`` of positions ``start..L-1``, for a loop of calls on one seam (reading a signature
+    costs tens of microseconds a call)."""
+    forward = denoiser.forward
+    if start and "logits_from" in inspect.signature(forward).parameters:
+        return lambda inputs_embeds, attention_mask: forward(inputs_embeds, attention_mask, logits_from=start)
+    if not start:
+        return forward
+    return lambda inputs_embeds, attention_mask: forward(inputs_embeds, attention_mask)[:, start:]

@@ -36,16 +36,25 @@ def row_generators(seeds: Sequence[int], device: str | torch.device = "cpu") -> 
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-def _draw(fn, shape, generator: Generators, device, dtype) -> torch.Tensor:
+def _draw(fn, shape, generator: Generators, device, dtype, out: torch.Tensor | None = None, fill=None) -> torch.Tensor:
+    """``fn``'s draw of ``shape``. ``out`` (of ``shape`` and ``dtype``) receives it instead of a new
+    tensor; with ``fill(tensor, generator)`` (the in-place form of ``fn``) and the per-row
+    generators on ``out``'s device, each contiguous row is filled straight from its generator,
+    with the numbers a fresh tensor of its shape would get (no per-row tensors, no stacking)."""
     shape = tuple(int(s) for s in shape)
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
-        return fn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+        drawn = fn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+        return drawn if out is None else out.copy_(drawn)
     gens = list(generator)
     if not shape or len(gens) != shape[0]:
         raise ValueError(f"{len(gens)} per-row generators for a draw of shape {shape}: one per row is needed")
-    rows = [fn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]
-    return torch.stack(rows).to(device)
+    if out is not None and fill is not None and out.is_contiguous() and all(torch.device(g.device) == out.device for g in gens):
+        for row, g in zip(out, gens):
+            fill(row, g)
+        return out
+    drawn = torch.stack([fn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in gens]).to(device)
+    return drawn if out is None else out.copy_(drawn)
 
 
 def rand(shape, generator: Generators, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -53,9 +62,10 @@ def rand(shape, generator: Generators, device=None, dtype=torch.float32) -> torc
     return _draw(torch.rand, shape, generator, device, dtype)
 
 
-def randn(shape, generator: Generators, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Standard normal draws of ``shape`` (per-row generators: row b from ``generator[b]``), on ``device``."""
-    return _draw(torch.randn, shape, generator, device, dtype)
+def randn(shape, generator: Generators, device=None, dtype=torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Standard normal draws of ``shape`` (per-row generators: row b from ``generator[b]``), on ``device``;
+    ``out``: written there (``randn`` is ``normal_`` on a new tensor, so the numbers are the same)."""
+    return _draw(torch.randn, shape, generator, device, dtype, out, lambda t, g: t.normal_(generator=g))
 
 
 def randint(high: int, shape, generator: Generators, device=None) -> torch.Tensor:

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from dslbench.diffusion import rng, sde_released
-from dslbench.diffusion.denoiser import logits_from
+from dslbench.diffusion.denoiser import logits_reader
 from dslbench.diffusion.sde_released import NUMERICS, SNR_SCHEDULES
 
 SAMPLERS = ("sde", "euler", "ode")
@@ -422,8 +422,8 @@ def dsl_generate(
     convert = sde_released.released_converter(denoiser) if released else denoiser.convert
     nfe_before = denoiser.nfe
 
-    def noise(shape) -> torch.Tensor:
-        return rng.randn(shape, generator, device=device, dtype=state)
+    def noise(shape, out: torch.Tensor | None = None) -> torch.Tensor:
+        return rng.randn(shape, generator, device=device, dtype=state, out=out)
 
     # The posterior mean's vocabulary-wide temporaries, reused by every evaluation on CPU (where
     # fresh multi-MB buffers cost page faults each time); a GPU's caching allocator already
@@ -431,42 +431,69 @@ def dsl_generate(
     buffers: dict[str, torch.Tensor] | None = {} if device.type == "cpu" else None
     with torch.no_grad():
         prompt_embeds = denoiser.embed(prompt_ids.long())
+        # The canvas: prompt embeddings written once, each evaluation's converter output copied
+        # after them (no new canvas per call).
+        inputs = torch.cat([prompt_embeds, prompt_embeds.new_empty(batch, gen_length, prompt_embeds.shape[2])], dim=1)
+        if released:  # the head over the whole canvas, then the response slice, as released
+            read_logits = logits_reader(denoiser, 0)
+        else:
+            read_logits = logits_reader(denoiser, prompt_len)
 
-        def evaluate(y: torch.Tensor, s: float, mean: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-            z = (s * y).to(torch.float32)
-            h = convert(z, beta_scale).to(prompt_embeds.dtype)
-            inputs = torch.cat([prompt_embeds, h], dim=1)
-            if released:  # the head over the whole canvas, then the response slice, as released
-                logits = denoiser.forward(inputs, attention_mask)[:, prompt_len:].float()
+        y = F.normalize(noise((batch, gen_length, dim)), dim=-1)
+        # The state's arithmetic runs in place on reused buffers, with the same operations in the
+        # same order as the expressions of the module docstring (so the same bits) but no fresh
+        # [B, L, d] tensor per operation: ``d_w`` the step's Brownian increment, ``f`` the drift
+        # (then the corrector's sum), ``nxt`` the next state (or the predictor's y_e), ``tmp`` a
+        # product, ``z`` the converter's float32 input. ``y`` and ``nxt`` (and ``f``) swap roles
+        # when a step ends.
+        d_w, f, nxt, tmp = (torch.empty_like(y) for _ in range(4))
+        z = torch.empty_like(y, dtype=torch.float32)
+
+        def evaluate(y: torch.Tensor, s, mean: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+            """(float32 posterior mean, logits) at ``(y, s)``; overwrites ``tmp`` and ``z``."""
+            if y.dtype == torch.float32:
+                torch.mul(y, s, out=z)
             else:
-                logits = logits_from(denoiser, inputs, attention_mask, prompt_len).float()
+                z.copy_(torch.mul(y, s, out=tmp))  # (s * y).to(float32)
+            inputs[:, prompt_len:].copy_(convert(z, beta_scale).to(prompt_embeds.dtype))
+            logits = read_logits(inputs, attention_mask)
+            logits = (logits[:, prompt_len:] if released else logits).float()
             if not mean:  # the final pass only needs its logits
                 return None, logits
             if released:
                 return sde_released.released_posterior_mean(logits, emb, topk), logits
-            return posterior_mean(logits, emb, topk, buffers).to(torch.float64), logits
+            return posterior_mean(logits, emb, topk, buffers), logits
 
-        y = F.normalize(noise((batch, gen_length, dim)), dim=-1)
+        def drift(xhat: torch.Tensor, y: torch.Tensor, s, out: torch.Tensor) -> torch.Tensor:
+            """``(xhat - y) / s`` into ``out`` (xhat widened to the state's dtype, exactly)."""
+            return out.copy_(xhat).sub_(y).div_(s)
+
         n_steps = plan.steps
         for i in range(n_steps):
             s, s_next = grid[i], grid[i + 1]
             ds = s_next - s
-            d_w = (ds.abs().sqrt() if released else math.sqrt(abs(ds))) * noise(y.shape)
+            noise(y.shape, out=d_w).mul_(ds.abs().sqrt() if released else math.sqrt(abs(ds)))
             xhat, logits = evaluate(y, s)
-            f = (xhat - y) / s
             g = ns / s
-            y_euler = y + f * ds + g * d_w
             kind = "heun" if i < plan.heun else "euler"
+            if kind == "heun" or one_call_step == "plain":
+                # Euler-Maruyama: y_e = y + f ds + g dW, f = (xhat - y) / s
+                drift(xhat, y, s, f)
+                torch.mul(f, ds, out=nxt).add_(y).add_(torch.mul(d_w, g, out=tmp))
             if kind == "heun":
-                xhat_e, _ = evaluate(y_euler, s_next)
-                f_e = (xhat_e - y_euler) / s_next
+                # y' = y + 0.5 (f + f_e) ds + 0.5 (g + g_e) dW, f_e = (xhat_e - y_e) / s_next
+                xhat_e, _ = evaluate(nxt, s_next)
                 g_e = ns / s_next
-                y = y + 0.5 * (f + f_e) * ds + 0.5 * (g + g_e) * d_w
-            elif one_call_step == "plain":
-                y = y_euler
+                f.add_(drift(xhat_e, nxt, s_next, tmp)).mul_(0.5).mul_(ds).add_(y)
+                f.add_(torch.mul(d_w, 0.5 * (g + g_e), out=tmp))
+                y, f = f, y
             else:
-                # Exponential Euler: the drift integrated exactly with xhat frozen over the step.
-                y = xhat + (y - xhat) * (s / s_next) + g * d_w
+                if one_call_step == "exponential":
+                    # Exponential Euler: the drift integrated exactly with xhat frozen over the
+                    # step, y' = xhat + (y - xhat) * (s / s') + g dW
+                    xh = f.copy_(xhat)
+                    torch.sub(y, xh, out=nxt).mul_(s / s_next).add_(xh).add_(torch.mul(d_w, g, out=tmp))
+                y, nxt = nxt, y
             if trace is not None:
                 top_id = logits.argmax(dim=-1)
                 top_prob = torch.softmax(logits, dim=-1).gather(-1, top_id[..., None]).squeeze(-1)
