@@ -30,16 +30,15 @@ Where this deliberately departs from LLaDA's published ``generate``:
   the logits' dtype).
 - Gumbel-max is ranked in log space (same argmax as ``exp(l) / (-log u)^T``, no overflow).
 - Only the current block's logits are post-processed (positions outside it can never be
-  committed, which the reference expresses with -inf confidences). The fixed schedule (without
-  ReMDM) still picks a step's commits as the release does, with ``torch.topk`` over each row's
+  committed, which the reference expresses with -inf confidences). The fixed schedule (with or
+  without ReMDM, whose eta = 0 is then plain LLaDA) still picks a step's commits as the release does, with ``torch.topk`` over each row's
   whole unpadded sequence, so ties (routine under ``confidence_eos_eot_inf``, where every position
   proposing a removed id scores 0) break as they break there on the same device
   (:func:`~dslbench.diffusion.schedule.released_top_k`); ``torch.topk`` orders ties differently
   on CPU and CUDA. Exact ties (0, 1.0) are the same values in both; other confidences come from
   the float64 formula of :mod:`~dslbench.diffusion.proposal`, which can sit one ulp from the
   release's ``softmax`` where two rows hold the same logits in other columns, so such ties may
-  break otherwise. ReMDM and the adaptive rules (not in the release) give ties to the lower
-  position.
+  break otherwise. The adaptive rules (not in the release) give ties to the lower position.
 - A prompt token equal to ``mask_id`` is never filled (only the generated span is decoded).
 - ``entropy`` / ``margin`` score the untempered distribution (Dream divides the logits by the
   temperature first; identical at temperature 0) and keep LLaDA's Gumbel proposal.
@@ -276,11 +275,10 @@ def _decode_fixed(canvas, step_logits, proposal, mask_id, prompt_len, block_leng
                     n_commit = n_commit + remasked.sum(dim=1)
 
             confidence = confidence.masked_fill(~masked, float("-inf"))
-            if remdm is None:
-                k = [counts[i] for counts in host_schedule]
-                committed = released_top_k(confidence, k, lo, canvas.shape[1], pads) & masked
-            else:
-                committed = top_k_per_row(confidence, n_commit) & masked
+            # torch.topk over each row's unpadded sequence, as the release (ties included); with
+            # ReMDM the counts also hold the remasked tokens' replacements (eta = 0: plain LLaDA)
+            k = [counts[i] for counts in host_schedule] if remdm is None else [int(v) for v in n_commit.tolist()]
+            committed = released_top_k(confidence, k, lo, canvas.shape[1], pads) & masked
             updated = torch.where(committed, x0, current)
             updated = updated.masked_fill(remasked, mask_id)
             canvas[:, lo:hi] = updated
