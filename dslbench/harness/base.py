@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.models.utils import Collator
 from tqdm import tqdm
@@ -335,7 +336,12 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
             results.append(self._sample_recorded(ids, torch.ones_like(ids), opts, generators[row : row + 1]))
         nfe = tuple(r.nfe if isinstance(r.nfe, int) else r.nfe[0] for r in results)
         row_extra = [{**r.extra, **(r.row_extra[0] if r.row_extra else {}), "batch_invariant": True} for r in results]
-        return SampleResult(torch.cat([r.tokens for r in results]), nfe, {}, row_extra)
+        # rows of a sampler with adaptive length (DiffusionGemma's canvases) may differ in width:
+        # padded with EOS, a special token, so neither the text nor the token count changes
+        width = max(r.tokens.shape[1] for r in results)
+        eos = self.denoiser.eos_id if getattr(self.denoiser, "eos_id", None) is not None else self.info.eos_id
+        tokens = torch.cat([F.pad(r.tokens, (0, width - r.tokens.shape[1]), value=eos) for r in results])
+        return SampleResult(tokens, nfe, {}, row_extra)
 
     def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None) -> list[str]:
         """Decode one batch. Each row draws from its own generator, seeded from the model arg
