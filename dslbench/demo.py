@@ -328,7 +328,7 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
            + (" (the training FLOPs of the control row's base + adaptation, counted by torch: "
               "benchmarks/demo_compute.py)" if cfg.diffusiongemma_steps else " (base + one adaptation)")
            + "; its NFE counts canvas-decoder evaluations. " if cfg.diffusiongemma else "")
-        + f"Model building took {built:.0f} s (0 when cached). Demo configuration: `{json.dumps(asdict(cfg), default=str)}`."
+        + f"Model building took {built:.0f} s (0 when cached). The demo's configuration is under *Configuration*."
     )
     config = matrix_config(cfg, paths, out)
     result = run_matrix(config, force=force, log=lambda s: log(s))
@@ -338,7 +338,8 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
     cells = load_runs([c.dir for c in result.ran + result.skipped]).cells
     note += " Outcome on this run: " + winners(cells).replace("\n", " ")
     result.report = build_report([c.dir for c in result.ran + result.skipped], out, title="dslbench demo report",
-                                 headline_nfe=cfg.headline_nfe, note=note)
+                                 headline_nfe=cfg.headline_nfe, note=note,
+                                 config={"demo": asdict(cfg)})
     cells = result.report.loaded.cells
     head = cells[cells["family"] == "summarization"] if "family" in cells else cells
     cols = [c for c in ("model", "nfe_budget", "rouge1", "rouge2", "words", "adjacent_rep", "seq_rep_2", "nfe") if c in head]

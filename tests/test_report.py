@@ -144,8 +144,7 @@ def test_report_from_real_runs(real_runs, tmp_path):
     for name in ("leaderboard.csv", "samples.parquet", "paired.csv", "pareto.csv", "report.md", "report.html"):
         assert (out / name).is_file(), name
     pngs = sorted((out / "plots").glob("*.png"))
-    assert {p.name for p in pngs} == {"rouge1_vs_nfe.png", "words_vs_nfe.png", "repetition_vs_nfe.png",
-                                      "rouge1_vs_words.png", "pareto.png", "repair.png"}
+    assert {p.name for p in pngs} == {"tradeoff.png", "rouge1_vs_words.png", "pareto.png", "repair.png"}
     for p in pngs:
         data = p.read_bytes()
         assert data[:8] == PNG_MAGIC and b"IEND" in data[-12:]
@@ -166,7 +165,10 @@ def _assert_self_contained(html: str, n_images: int) -> None:
     srcs = re.findall(r'src="([^"]*)"', html)
     assert len(srcs) == n_images
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "<link" not in html and "<script" not in html and "href=" not in html and "url(" not in html
+    assert "<link" not in html and "url(" not in html and "@import" not in html
+    # one inline script (sorting / filtering), nothing loaded: no src, links only to the page's own sections
+    assert "<script src" not in html and html.count("<script>") <= 1
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', html))
     import base64
 
     for s in srcs:
@@ -182,7 +184,7 @@ def test_regeneration_is_byte_identical(real_runs, tmp_path):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     c = tmp_path / "c"
     build_report(real_runs, c, n_boot=100)
-    for name in ("report.md", "report.html", "plots/rouge1_vs_nfe.png", "plots/pareto.png"):
+    for name in ("report.md", "report.html", "plots/tradeoff.png", "plots/pareto.png"):
         assert (a / name).read_bytes() == (c / name).read_bytes(), name
 
 

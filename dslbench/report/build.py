@@ -21,6 +21,7 @@ cannot be drawn) leaves the previous report as it was, never new CSVs beside an 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ import pandas as pd
 from dslbench.report import open_ended, tables
 from dslbench.report.io import write_bytes_atomic, write_csv_atomic, write_parquet_atomic, write_text_atomic
 from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, ReportWarning, load_runs
+from dslbench.report.palette import model_colours
 from dslbench.report.plots import make_plots
 from dslbench.report.render import to_html, to_markdown
 from dslbench.report.stats import paired_comparisons
@@ -71,8 +73,11 @@ def build_report(
     title: str = "dslbench report",
     leaderboard_path: str | os.PathLike | None = None,
     note: str = "",
+    config: dict | None = None,
 ) -> Report:
-    """Load the runs and write every output; returns where they went (and any warnings)."""
+    """Load the runs and write every output; returns where they went (and any warnings).
+    ``config``: what produced the runs (the demo's or leaderboard's settings), shown in the report's
+    collapsed *Configuration* section beside the report's own options."""
     if samples_format not in ("parquet", "csv"):
         raise ValueError(f"samples_format={samples_format!r}: choose parquet or csv")
     run_dirs = [Path(p) for p in run_dirs]
@@ -83,7 +88,8 @@ def build_report(
     stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out))
     try:
         staged = _write_report(loaded, run_dirs, stage, headline_nfe=headline_nfe, baselines=baselines,
-                               samples_format=samples_format, n_boot=n_boot, seed=seed, title=title, note=note)
+                               samples_format=samples_format, n_boot=n_boot, seed=seed, title=title, note=note,
+                               config=config)
         rep = Report(out=out, loaded=loaded, warnings=list(loaded.warnings))
         rep.empty_cells = tables.empty_cell_warnings(loaded.cells)
         rep.truncated_cells = tables.truncated_cell_warnings(loaded.cells)
@@ -161,7 +167,7 @@ def _commit(staged: dict[str, Path], stage: Path, out: Path, leaderboard_path: P
 
 
 def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_nfe, baselines, samples_format,
-                  n_boot, seed, title, note) -> dict[str, Path]:
+                  n_boot, seed, title, note, config) -> dict[str, Path]:
     """Every file of the report, written under ``out`` (the staging folder)."""
     cells, samples = loaded.cells, loaded.samples
     files: dict[str, Path] = {}
@@ -180,14 +186,19 @@ def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_n
     pareto = tables.pareto_table(cells)
     files["pareto"] = write_csv_atomic(pareto, out / "pareto.csv")
     published = tables.load_published(baselines if baselines is not None else _baselines_default())
-    plots = make_plots(cells, out / "plots")
-    oe_plots = open_ended.make_plots(cells, published, out / "plots")
+    colours = model_colours(cells, published)  # one colour per model on every plot
+    plots = make_plots(cells, out / "plots", colours, published)
+    oe_plots = open_ended.make_plots(cells, published, out / "plots", colours)
     for caption, path in plots + oe_plots:
         files[f"plot:{path.name}"] = path
 
     blocks = report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs,
                            headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed,
-                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots))
+                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots),
+                           config={"report": {"run_dirs": [str(p) for p in run_dirs], "headline_nfe": headline_nfe,
+                                              "n_boot": n_boot, "seed": seed, "samples_format": samples_format,
+                                              "baselines": str(baselines) if baselines is not None else "baselines/ (bundled)"},
+                                   **({"runs": config} if config else {})})
     files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
     files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
     return files
@@ -201,8 +212,27 @@ def _legend() -> str:
             "Truncated % is the share of prompts cut in the middle to fit the backend's max_length. ")
 
 
+# The report's sections, in the order of its table of contents: (anchor, heading). Every report has
+# all of them (a line says when the input has nothing for one), so the contents never move.
+SECTIONS = {
+    "headline": None,  # its heading names the budget
+    "tradeoff": "Length / repetition / quality trade-off",
+    "pareto": "Pareto front (ROUGE-1 vs measured NFE)",
+    "paired": "Paired comparisons (same documents)",
+    "repair": "Selective-corruption repair",
+    "open-ended": open_ended.SECTION,
+    "published": "Published figures (published, not reproduced)",
+    "files": "Files",
+    "configuration": "Configuration",
+}
+
+
+def _plot(plots, name: str) -> list[tuple[str, Path]]:
+    return [(c, p) for c, p in plots if p.name == name]
+
+
 def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs, *, headline_nfe,
-                  title, note, n_boot, seed, open_ended_blocks: list[tuple] = ()) -> list[tuple]:
+                  title, note, n_boot, seed, open_ended_blocks: list[tuple] = (), config: dict | None = None) -> list[tuple]:
     b: list[tuple] = [("h", 1, title)]
     models = sorted(cells["model"].unique())
     ckpts = sorted(c for c in cells["checkpoint"].unique() if c)
@@ -229,7 +259,7 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
 
     # headline
     values, best, budget = tables.headline_table(cells, headline_nfe)
-    b.append(("h", 2, f"Headline: summarization at NFE {budget if budget is not None else headline_nfe}"))
+    b.append(("h", 2, f"Headline: summarization at NFE {budget if budget is not None else headline_nfe}", "headline"))
     if budget is None:
         b.append(("p", "No summarization results in the input."))
     else:
@@ -239,34 +269,27 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
         b.append(("table", values, best))
 
     # trade-off plots
-    summ_plots = [(c, p) for c, p in plots if p.name != "repair.png"]
-    if summ_plots:
-        b.append(("h", 2, "Length / repetition / ROUGE trade-off"))
-        for caption, path in summ_plots:
-            b.append(("img", caption, path))
-        b.append(("h", 3, "Pareto front (ROUGE-1 vs measured NFE)"))
-        b.append(("p", "Points no other model/budget beats on both quality and compute."))
+    b.append(("h", 2, SECTIONS["tradeoff"], "tradeoff"))
+    tradeoff = _plot(plots, "tradeoff.png") + _plot(plots, "rouge1_vs_words.png")
+    if tradeoff:
+        b.append(("p", "One colour per model on every plot of this report; measured points solid, published "
+                  "points hollow (the published summarization material gives no per-NFE means, so none are drawn "
+                  "here). Every value is in `leaderboard.csv`."))
+        b.append(("figures", tradeoff))
+    else:
+        b.append(("p", "No summarization results in the input."))
+
+    b.append(("h", 2, SECTIONS["pareto"], "pareto"))
+    if pareto.empty:
+        b.append(("p", "No summarization results with a measured NFE in the input."))
+    else:
+        b.append(("p", "Points no other model/budget beats on both quality and compute (NFE as measured at the "
+                  "denoiser, per sample)."))
+        b.append(("figures", _plot(plots, "pareto.png")))
         b.append(("table", pareto, None))
 
-    # repair
-    rvalues, rbest = tables.repair_table(cells)
-    if not rvalues.empty:
-        b.append(("h", 2, "Selective-corruption repair"))
-        b.append(("p", "Fix = % of corrupted positions restored; preserve = % of clean positions kept; "
-                  "means over passages of each passage's rate, as the published table is computed "
-                  "(*pooled* = ratio of sums over all positions). The repair protocol says what produced a "
-                  "row: *published* = one forward pass on the corrupted token ids and an argmax at every "
-                  "position, the protocol of the published table; any other is a dslbench variant. "
-                  "**Bold** = best per corruption kind and rate."))
-        b.append(("table", rvalues.rename(columns={"corruption_rate": "corruption %"}), rbest))
-        for caption, path in plots:
-            if path.name == "repair.png":
-                b.append(("img", caption, path))
-
-    b += list(open_ended_blocks)
-
     # paired comparisons
-    b.append(("h", 2, "Paired comparisons (same documents)"))
+    b.append(("h", 2, SECTIONS["paired"], "paired"))
     if paired.empty:
         b.append(("p", "Needs at least two models with logged samples on the same task."))
     else:
@@ -283,8 +306,26 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
                        | (paired["family"] == "repair")]
         b.append(("table", tables.paired_view(shown), None))
 
+    # repair
+    rvalues, rbest = tables.repair_table(cells)
+    if not rvalues.empty:
+        b.append(("h", 2, SECTIONS["repair"], "repair"))
+        b.append(("p", "Fix = % of corrupted positions restored; preserve = % of clean positions kept; "
+                  "means over passages of each passage's rate, as the published table is computed "
+                  "(*pooled* = ratio of sums over all positions). The repair protocol says what produced a "
+                  "row: *published* = one forward pass on the corrupted token ids and an argmax at every "
+                  "position, the protocol of the published table; any other is a dslbench variant. "
+                  "**Bold** = best per corruption kind and rate."))
+        b.append(("table", rvalues.rename(columns={"corruption_rate": "corruption %"}), rbest))
+        b.append(("figures", _plot(plots, "repair.png")))
+    else:
+        b.append(("h", 2, SECTIONS["repair"], "repair"))
+        b.append(("p", "No repair runs (tasks `dsl_repair_*`) in the input."))
+
+    b += list(open_ended_blocks)
+
     # published
-    b.append(("h", 2, "Published figures (published, not reproduced)"))
+    b.append(("h", 2, SECTIONS["published"], "published"))
     if not published:
         b.append(("p", "No `baselines/published_*.csv` found."))
     else:
@@ -305,7 +346,12 @@ def report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_
                 b.append(("h", 3, f"{name} (published, not reproduced)"))
                 b.append(("table", df, None))
 
-    b.append(("h", 2, "Files"))
+    b.append(("h", 2, SECTIONS["files"], "files"))
     b.append(("p", "`leaderboard.csv` (every metric per model x checkpoint x task), `samples.parquet` / "
-              "`samples.csv` (per-sample rows), `paired.csv`, `pareto.csv`, `plots/*.png`."))
+              "`samples.csv` (per-sample rows), `paired.csv`, `pareto.csv`, `timings.csv` (wall-clock figures), "
+              "`plots/*.png`, `report.md` and this page (self-contained: it loads nothing)."))
+    b.append(("h", 2, SECTIONS["configuration"], "configuration"))
+    b.append(("p", "What produced this report: the report's options and, where the command that ran the cells "
+              "passed them, its settings."))
+    b.append(("details", "Configuration (JSON)", json.dumps(config or {}, indent=2, default=str)))
     return b

@@ -17,6 +17,7 @@ from dslbench.report.open_ended_plot import DATASETS, published_key, vs_nfe_figu
 from dslbench.report.tables import MEASURED, PUBLISHED, paired_view
 
 SECTION = "Open-ended generation"
+ANCHOR = "open-ended"  # the section's id in the report's table of contents
 PUBLISHED_FILE = "published_open_ended_generation"
 PUBLISHED_EVALUATOR = "gpt2-large"
 # per-sample metrics paired between models (words is already among the report's paired metrics)
@@ -100,24 +101,27 @@ def aggregation_note(cells: pd.DataFrame) -> str:
     return text
 
 
-def make_plots(cells: pd.DataFrame, published: dict[str, pd.DataFrame], out_dir: str | Path) -> list[tuple[str, Path]]:
+def make_plots(cells: pd.DataFrame, published: dict[str, pd.DataFrame], out_dir: str | Path,
+               colours: dict | None = None) -> list[tuple[str, Path]]:
     """One figure per open-ended dataset present: ``[(caption, path)]``."""
     out = []
     for ds in DATASETS:
         pub = published.get(PUBLISHED_FILE) if ds == "prompts" else None
-        path = vs_nfe_figure(_open_ended(cells, (ds,)), pub, ds, Path(out_dir) / f"open_ended_{ds}_vs_nfe.png")
+        path = vs_nfe_figure(_open_ended(cells, (ds,)), pub, ds, Path(out_dir) / f"open_ended_{ds}_vs_nfe.png", colours)
         if path is not None:
-            out.append((f"Open-ended generation ({ds}): words, Rep % and GenPPL vs NFE", path))
+            hollow = "; hollow dashed lines are published" if pub is not None else ""
+            out.append((f"Open-ended generation ({ds}) against NFE: look for GenPPL falling without Rep % rising "
+                        f"or words collapsing{hollow}.", path))
     return out
 
 
 def section(cells: pd.DataFrame, paired: pd.DataFrame, published: dict[str, pd.DataFrame],
             figures: list[tuple[str, Path]]) -> list[tuple]:
-    """The report's open-ended section (nothing when there are neither runs nor published rows)."""
+    """The report's open-ended section (a line saying so when there are neither runs nor published rows)."""
     has_runs = (cells["family"] == "open_ended").any()
+    b: list[tuple] = [("h", 2, SECTION, ANCHOR)]
     if not has_runs and PUBLISHED_FILE not in published:
-        return []
-    b: list[tuple] = [("h", 2, SECTION)]
+        return b + [("p", "No open-ended runs (tasks `dsl_gen_*`) in the input and no published open-ended figures.")]
     if not has_runs:
         b.append(("p", "No open-ended runs (tasks `dsl_gen_*`) in the input: the published figures alone."))
     b.append(("h", 3, "Released prompts (`dsl_gen_<N>step`): published beside measured"))
@@ -133,13 +137,12 @@ def section(cells: pd.DataFrame, paired: pd.DataFrame, published: dict[str, pd.D
     if figures:
         b.append(("h", 3, "Words, Rep % and GenPPL vs NFE"))
         b.append(("p", "One line per model; solid markers are measured here, hollow markers (dashed) are "
-                  f"{PUBLISHED} (released prompts only). A measured model takes the colour of the published "
-                  "model of the same name (ignoring case and punctuation, so `LLaDA_EOS_Block` is "
+                  f"{PUBLISHED} (released prompts only). A measured model takes, on every plot of this report, the "
+                  "colour of the published model of the same name (ignoring case and punctuation, so `LLaDA_EOS_Block` is "
                   "`LLaDA+EOS+Block`); a measured name with both DSL and SDE in it (`DSL-LLaDA-SDE`, its "
                   "published-accounting row) takes the colour of the published `DSL-SDE`, line styles "
                   "telling them apart."))
-        for caption, path in figures:
-            b.append(("img", caption, path))
+        b.append(("figures", list(figures)))
     shown = paired[(paired["family"] == "open_ended") & paired["metric"].isin(PAIRED_SHOWN)] if not paired.empty else paired
     if has_runs and not shown.empty:
         b.append(("h", 3, "Paired comparisons (open-ended, same documents)"))
