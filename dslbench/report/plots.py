@@ -74,8 +74,12 @@ def legend_below(fig, axes) -> None:
 
 
 def _style(ax, title: str, xlabel: str, ylabel: str, log2x: bool = True) -> None:
-    if log2x:
+    if log2x:  # budgets double: equal steps on the axis, labelled with the budgets themselves
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)

@@ -71,6 +71,8 @@ def markdown_table(df: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
 
 # Tables longer than this get a filter box (every table with two rows or more sorts by its headers).
 FILTER_ROWS = 8
+# Cells stay on one line (the table scrolls sideways instead) unless their text is longer than this.
+LONG_CELL = 40
 
 
 def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
@@ -78,20 +80,24 @@ def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
         return "<p><em>(no rows)</em></p>"
     rows = _cells(df)
     sortable = ' class="sortable"' if len(rows) > 1 else ""
+    # text columns read left to right, numbers line up on the right
+    text = [not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     out = ['<div class="tbl">']
     if len(rows) > FILTER_ROWS:
         out.append(f'<input type="search" class="filter" placeholder="Filter {len(rows)} rows" '
                    'aria-label="Filter the rows of the table below">')
     out += [f"<table{sortable}>",
-            "<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns) + "</tr></thead>", "<tbody>"]
+            "<thead><tr>" + "".join(('<th class="t">' if t else "<th>") + f"{html.escape(str(c))}</th>"
+                                    for c, t in zip(df.columns, text)) + "</tr></thead>", "<tbody>"]
     for i, r in enumerate(rows):
         tds = []
         for j, c in enumerate(df.columns):
-            text = html.escape(r[j])
+            value = html.escape(r[j])
             if best is not None and c in best.columns and bool(best.iloc[i][c]) and r[j]:
-                tds.append(f'<td class="best"><b>{text}</b></td>')
+                tds.append(f'<td class="best"><b>{value}</b></td>')
             else:
-                tds.append(f"<td>{text}</td>")
+                cls = ("t long" if len(r[j]) > LONG_CELL else "t") if text[j] else ""
+                tds.append(f'<td class="{cls}">{value}</td>' if cls else f"<td>{value}</td>")
         out.append("<tr>" + "".join(tds) + "</tr>")
     out += ["</tbody>", "</table>", "</div>"]
     return "\n".join(out)
@@ -151,9 +157,10 @@ section{scroll-margin-top:.5em}
 .tbl{overflow-x:auto;margin:.5em 0 1.5em}
 .tbl input.filter{display:block;margin:0 0 .4em;padding:3px 6px;width:16em;font:inherit;font-size:13px}
 table{border-collapse:collapse;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
+td.long{white-space:normal;min-width:18em}
 th{background:#f2f2f2;position:sticky;top:0}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child,td.t,th.t{text-align:left}
 td.best{background:#e3f4e3}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2";font-size:9px}
