@@ -26,6 +26,9 @@ def test_demo_writes_leaderboard_plots_and_report(smoke_demo):
     assert {"summarization", "repair"} <= set(cells["family"])
     for name in ("leaderboard.csv", "report.md", "report.html", "timings.csv"):
         assert (out / name).is_file()
+    from tests.test_report_layout import assert_report_layout
+
+    assert_report_layout((out / "report.html").read_text())  # the page `dslbench report` writes
     pngs = list((out / "plots").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     summ = cells[cells["family"] == "summarization"]
