@@ -70,6 +70,9 @@ def legend_below(fig, axes) -> None:
         return
     longest = max(len(label) for label in seen)
     ncol = max(1, min(len(seen), 3 if longest < 24 else 2 if longest < 40 else 1))
+    # the figure grows by the legend's height, so that a long legend never squeezes the panels
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + 0.19 * math.ceil(len(seen) / ncol) + 0.1)
     fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
 
 
