@@ -1,6 +1,7 @@
 """The report in a real headless Chromium (Playwright driving the system browser): no console
 errors, nothing requested from anywhere, every table-of-contents link lands on a visible section,
-every image decoded, a click on a sortable header reorders the rows, the filter hides rows.
+every image decoded, a click on a sortable header reorders the rows, the filter hides rows, and the
+print layout drops the contents column.
 
 Skips with the reason when Playwright or Chromium is missing here; CI sets
 ``DSLBENCH_REQUIRE_BROWSER=1``, which turns that skip into a failure."""
@@ -78,6 +79,11 @@ def test_the_report_in_a_headless_browser(report_html):
         assert not page.is_visible("#configuration details pre")
         page.click("#configuration summary")
         assert page.is_visible("#configuration details pre")
+        # on paper: no contents column, figures two to a row
+        page.emulate_media(media="print")
+        assert page.eval_on_selector("nav.toc", "n => getComputedStyle(n).display") == "none"
+        columns = page.eval_on_selector(".grid", "g => getComputedStyle(g).gridTemplateColumns.split(' ').length")
+        assert columns == 2
     assert errors == [], errors
     assert requests == [], f"the page asked for {requests}: it must load nothing"
 

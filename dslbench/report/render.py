@@ -1,8 +1,11 @@
 """A report as a list of blocks, rendered to Markdown and to one self-contained HTML page.
 
-Blocks: ``("h", level, text)``, ``("p", text)``, ``("table", DataFrame, best flags or None)``,
-``("img", caption, png path)``. In HTML every image is embedded as a ``data:image/png;base64``
-URI and the style sheet is inline: the page loads nothing else.
+Blocks: ``("h", level, text)`` (``("h", 2, text, anchor)``: a section, listed in the page's table
+of contents), ``("p", text)``, ``("table", DataFrame, best flags or None)``, ``("img", caption, png
+path)``, ``("figures", [(caption, png path)])`` (a grid of figures that reflows with the window) and
+``("details", summary, text)`` (collapsed preformatted text). In HTML every image is embedded as a
+``data:image/png;base64`` URI, the style sheet and the one small script (table sorting / filtering)
+are inline: the page loads nothing else, from a file or an artifact store alike.
 """
 
 from __future__ import annotations
