@@ -78,15 +78,16 @@ FILTER_ROWS = 8
 LONG_CELL = 40
 
 
-def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
+def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None, interactive: bool = True) -> str:
+    """``interactive``: sortable headers and, for a long table, a filter box (the page's script)."""
     if df.empty:
         return "<p><em>(no rows)</em></p>"
     rows = _cells(df)
-    sortable = ' class="sortable"' if len(rows) > 1 else ""
+    sortable = ' class="sortable"' if interactive and len(rows) > 1 else ""
     # text columns read left to right, numbers line up on the right
     text = [not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     out = ['<div class="tbl">']
-    if len(rows) > FILTER_ROWS:
+    if interactive and len(rows) > FILTER_ROWS:
         out.append(f'<input type="search" class="filter" placeholder="Filter {len(rows)} rows" '
                    'aria-label="Filter the rows of the table below">')
     out += [f"<table{sortable}>",
@@ -244,7 +245,8 @@ def _html_figure(caption: str, path: Path, grid: bool = False) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def to_html(blocks: list[tuple], title: str) -> str:
+def to_html(blocks: list[tuple], title: str, interactive: bool = True) -> str:
+    """``interactive=False``: no script at all (tables neither sort nor filter)."""
     toc = _toc(blocks)
     parts = [
         "<!DOCTYPE html>",
@@ -275,7 +277,7 @@ def to_html(blocks: list[tuple], title: str) -> str:
             body = "<br>".join(_inline(line) for line in b[1].split("\n"))
             parts.append(f"<p{cls}>{body}</p>")
         elif kind == "table":
-            parts.append(html_table(b[1], b[2]))
+            parts.append(html_table(b[1], b[2], interactive))
         elif kind == "img":
             parts.append(_html_figure(b[1], b[2]))
         elif kind == "figures":
@@ -287,7 +289,7 @@ def to_html(blocks: list[tuple], title: str) -> str:
     if in_section:
         parts.append("</section>")
     parts.append("</main>")
-    if any(b[0] == "table" for b in blocks):
+    if interactive and any(b[0] == "table" for b in blocks):
         parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -339,7 +339,7 @@ def render_page(traces: list[BackendTrace], prompt: str, images: list[Path], tit
         key = f"DSLBENCH-TRACE-FINAL-{i}"
         placeholders[key] = f'<pre class="final">{html.escape(_printable(trace.text))}</pre>'
         blocks.append(("p", key))
-    page = to_html(blocks, title)
+    page = to_html(blocks, title, interactive=False)  # a page of a few rows: nothing to sort, no script
     for key, body in placeholders.items():
         marker = f"<p>{key}</p>"
         if page.count(marker) != 1:
