@@ -149,3 +149,51 @@ def test_the_same_page_from_the_cli_and_the_leaderboard(many_runs, tmp_path):
     page = assert_report_layout((out / "report.html").read_text())
     repair = {s["id"]: s for s in page.sections}["repair"]
     assert repair["tables"], "the leaderboard's repair cells are in the repair section"
+
+
+def test_one_colour_per_model_on_every_plot(tmp_path, monkeypatch):
+    """The trade-off, Pareto, repair and open-ended figures draw a model in the one colour of the
+    report's map (a measured row of a published model in that model's colour), legends below."""
+    import matplotlib.colors as mcolors
+    import pandas as pd
+
+    from dslbench.report import open_ended_plot, plots
+    from dslbench.report.palette import colour_of, model_colours
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(open_ended_plot, "_save", lambda fig, path: figures.append(fig) or path)
+    summ = pd.DataFrame([{"family": "summarization", "dataset": ds, "model": m, "nfe_budget": n, "nfe": n,
+                          "rouge1": 1.0 + n + k, "words": 5.0 + k, "adjacent_rep": 0.1 * k}
+                         for k, m in enumerate(["LLaDA", "Soft-mask", "DSL-LLaDA-SDE"]) for ds in ("xsum", "cnndm")
+                         for n in (4, 16)])
+    rep = pd.DataFrame([{"family": "repair", "dataset": "synth", "corruption": "random", "corruption_rate": 10,
+                         "model": m, "fix_rate": 10.0 * k, "preserve_rate": 90.0, "repair_protocol": "published"}
+                        for k, m in enumerate(["Soft-mask", "LLaDA"])])
+    oe = pd.DataFrame([{"family": "open_ended", "dataset": "prompts", "model": "DSL-LLaDA-SDE", "nfe_budget": n,
+                        "words": 10.0, "rep": 0.1, "genppl": 5.0, "n_valid": 4} for n in (8, 16)])
+    published = {"published_repair": pd.DataFrame([{"model": "DSL beta=2", "corruption_rate": "0.1",
+                                                    "random_fix_pct": "64.8", "preserve_pct": "99.0"}]),
+                 "published_open_ended_generation": pd.DataFrame([{"model": "DSL-SDE", "nfe": "8", "words": "174",
+                                                                   "rep_pct": "8.3", "genppl": "12.9"}])}
+    cells = pd.concat([summ, rep, oe], ignore_index=True)
+    colours = model_colours(cells, published)
+    assert list(colours) == ["DSL-SDE", "LLaDA", "Soft-mask", "DSL beta=2"]  # measured first, then published only
+    assert len(set(colours.values())) == len(colours)
+    plots.make_plots(cells, tmp_path, colours, published)
+    open_ended_plot.vs_nfe_figure(oe, published["published_open_ended_generation"], "prompts", tmp_path / "x.png", colours)
+    assert len(figures) == 5  # trade-off, ROUGE-1 vs words, Pareto, repair, open-ended
+    seen = set()
+    for fig in figures:
+        assert fig.legends and all(ax.get_legend() is None for ax in fig.axes)  # one legend, outside the panels
+        for ax in fig.axes:
+            for artist in list(ax.get_lines()) + list(ax.collections):
+                label = artist.get_label().removesuffix(" (published)")
+                if label.startswith("_") or label in ("Pareto front", "reference words") or label.endswith("corrupted"):
+                    continue
+                drawn = artist.get_color() if hasattr(artist, "get_color") and not hasattr(artist, "get_offsets") \
+                    else (artist.get_facecolor() if len(artist.get_facecolor()) and artist.get_facecolor()[0][3] > 0
+                          else artist.get_edgecolor())[0]
+                assert mcolors.to_hex(drawn) == colour_of(colours, label), (label, drawn)
+                seen.add(label)
+    assert {"LLaDA", "Soft-mask", "DSL-LLaDA-SDE", "DSL-SDE", "DSL beta=2"} <= seen
