@@ -328,7 +328,7 @@ def run_demo(out: str = "results/demo", preset: str = "demo", log=print, force: 
            + (" (the training FLOPs of the control row's base + adaptation, counted by torch: "
               "benchmarks/demo_compute.py)" if cfg.diffusiongemma_steps else " (base + one adaptation)")
            + "; its NFE counts canvas-decoder evaluations. " if cfg.diffusiongemma else "")
-        + f"Model building took {built:.0f} s (0 when cached). The demo's configuration is under *Configuration*."
+        + f"Model building took {built:.0f} s (0 when cached). The demo's configuration is in the Configuration section."
     )
     config = matrix_config(cfg, paths, out)
     result = run_matrix(config, force=force, log=lambda s: log(s))

@@ -68,10 +68,11 @@ def legend_below(fig, axes) -> None:
             seen.setdefault(label, handle)
     if not seen:
         return
-    longest = max(len(label) for label in seen)
-    ncol = max(1, min(len(seen), 3 if longest < 24 else 2 if longest < 40 else 1))
-    # the figure grows by the legend's height, so that a long legend never squeezes the panels
+    # as many columns as the figure's width holds at the longest label (about 0.055 inch a character at 8 pt)
     width, height = fig.get_size_inches()
+    longest = max(len(label) for label in seen)
+    ncol = max(1, min(len(seen), 4, int(width / (0.055 * longest + 0.45))))
+    # the figure grows by the legend's height, so that a long legend never squeezes the panels
     fig.set_size_inches(width, height + 0.19 * math.ceil(len(seen) / ncol) + 0.1)
     fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
 

@@ -74,8 +74,17 @@ def markdown_table(df: pd.DataFrame, best: pd.DataFrame | None = None) -> str:
 
 # Tables longer than this get a filter box (every table with two rows or more sorts by its headers).
 FILTER_ROWS = 8
+# Tables longer than this scroll inside a box of about that many rows (whole on paper).
+SCROLL_ROWS = 20
 # Cells stay on one line (the table scrolls sideways instead) unless their text is longer than this.
 LONG_CELL = 40
+
+
+def _heading(text: str) -> str:
+    """A column heading may wrap at its spaces, never inside ``ROUGE-1`` (the text itself unchanged)."""
+    import re
+
+    return re.sub(r"\S+-\S+", lambda m: f'<span class="nw">{m.group(0)}</span>', html.escape(text))
 
 
 def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None, interactive: bool = True) -> str:
@@ -86,12 +95,14 @@ def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None, interactive: 
     sortable = ' class="sortable"' if interactive and len(rows) > 1 else ""
     # text columns read left to right, numbers line up on the right
     text = [not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-    out = ['<div class="tbl">']
+    # a long table scrolls inside its own box (header kept in view) instead of stretching the page
+    out = ['<div class="tblbox">']
     if interactive and len(rows) > FILTER_ROWS:
         out.append(f'<input type="search" class="filter" placeholder="Filter {len(rows)} rows" '
                    'aria-label="Filter the rows of the table below">')
-    out += [f"<table{sortable}>",
-            "<thead><tr>" + "".join(('<th class="t">' if t else "<th>") + f"{html.escape(str(c))}</th>"
+    out += ['<div class="tbl scroll">' if interactive and len(rows) > SCROLL_ROWS else '<div class="tbl">',
+            f"<table{sortable}>",
+            "<thead><tr>" + "".join(('<th class="t">' if t else "<th>") + f"{_heading(str(c))}</th>"
                                     for c, t in zip(df.columns, text)) + "</tr></thead>", "<tbody>"]
     for i, r in enumerate(rows):
         tds = []
@@ -103,7 +114,7 @@ def html_table(df: pd.DataFrame, best: pd.DataFrame | None = None, interactive: 
                 cls = ("t long" if len(r[j]) > LONG_CELL else "t") if text[j] else ""
                 tds.append(f'<td class="{cls}">{value}</td>' if cls else f"<td>{value}</td>")
         out.append("<tr>" + "".join(tds) + "</tr>")
-    out += ["</tbody>", "</table>", "</div>"]
+    out += ["</tbody>", "</table>", "</div>", "</div>"]
     return "\n".join(out)
 
 
@@ -158,12 +169,15 @@ nav.toc a:hover{text-decoration:underline}
 h1{font-size:1.6em;margin:.3em 0 .5em}
 h2{border-bottom:2px solid #e4e6ea;padding-bottom:.2em;margin-top:1.8em}
 section{scroll-margin-top:.5em}
-.tbl{overflow-x:auto;margin:.5em 0 1.5em}
-.tbl input.filter{display:block;margin:0 0 .4em;padding:3px 6px;width:16em;font:inherit;font-size:13px}
+.tblbox{margin:.5em 0 1.5em}
+.tbl{overflow-x:auto}
+.tbl.scroll{max-height:36em;overflow-y:auto;border-bottom:1px solid #ccc}
+.tblbox input.filter{display:block;margin:0 0 .4em;padding:3px 6px;width:16em;font:inherit;font-size:13px}
 table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
 td.long{white-space:normal;min-width:18em}
-th{background:#f2f2f2;position:sticky;top:0}
+th .nw{white-space:nowrap}
+th{background:#f2f2f2;position:sticky;top:0;white-space:normal;vertical-align:bottom}
 td:first-child,th:first-child,td.t,th.t{text-align:left}
 td.best{background:#e3f4e3}
 table.sortable th{cursor:pointer;user-select:none}
@@ -183,8 +197,9 @@ summary{cursor:pointer;font-weight:600}
 code{background:#f4f4f4;padding:0 3px}
 @media (max-width:900px){nav.toc{position:static;width:auto;border:0;border-bottom:1px solid #dde}
 body.with-toc main{margin-left:auto}}
-@media print{nav.toc,.tbl input.filter{display:none}
+@media print{nav.toc,.tblbox input.filter{display:none}
 body.with-toc main{margin:0;max-width:none;padding:0}
+.tbl.scroll{max-height:none;overflow:visible}
 body{font-size:11px}table{font-size:9.5px}th{position:static}
 .grid{grid-template-columns:1fr 1fr}
 figure,tr,details{break-inside:avoid}h2,h3{break-after:avoid}}
@@ -208,7 +223,7 @@ return (up?1:-1)*cmp(a[0].cells[i].textContent,b[0].cells[i].textContent)||a[1]-
 .forEach(function(p){body.appendChild(p[0])})}
 th.addEventListener("click",sort);
 th.addEventListener("keydown",function(e){if(e.key==="Enter")sort()})})});
-document.querySelectorAll(".tbl input.filter").forEach(function(f){
+document.querySelectorAll(".tblbox input.filter").forEach(function(f){
 var body=f.parentNode.querySelector("tbody");
 f.addEventListener("input",function(){var q=f.value.toLowerCase();
 Array.prototype.forEach.call(body.rows,function(r){
