@@ -47,7 +47,7 @@ COMMON_ARGS: dict[str, Arg] = {
     "max_batch_size": Arg(None, int, help="accepted for lm-eval compatibility; batch_size is used", valid=AT_LEAST_1),
     "seed": Arg(1234, int, help="seed of every random draw of the sampler", ceiling=None),
     "max_length": Arg(None, int, help="max prompt + generation tokens (default: the model's max_sequence_length)", valid=Range(2)),
-    "response_cut": Arg("eos", str, RESPONSE_CUTS, "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
+    "response_cut": Arg("eos", str, RESPONSE_CUTS, "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding); keep: whole span, special tokens kept (MDLM / ReMDM unconditional samples)"),
     "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood", valid=AT_LEAST_1),
     "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood", valid=AT_LEAST_1),
     "prompt_cache": Arg(False, bool, help="approximate prompt K/V cache for generation (Fast-dLLM style): the prompt no longer sees the evolving span"),
