@@ -115,6 +115,35 @@ def test_every_backend_generates_from_an_empty_prompt(tiny_ckpt, untrained_dsl_c
         _generate(dsl, ["sample 0"], nfe=4)
 
 
+def test_diffusiongemma_refuses_unconditional_generation(tiny_ckpt, tmp_path):
+    from transformers import AutoTokenizer
+
+    from dslbench.harness.diffusiongemma_backend import DiffusionGemma
+    from dslbench.models.diffusiongemma import make_tiny_diffusiongemma
+
+    ckpt = make_tiny_diffusiongemma(tmp_path / "dg", AutoTokenizer.from_pretrained(tiny_ckpt), seed=0)
+    with pytest.raises(ValueError, match="diffusiongemma: unconditional generation .* not supported"):
+        _generate(DiffusionGemma(pretrained=str(ckpt), device="cpu"), ["sample 0"], nfe=4)
+
+
+def test_a_sample_without_its_reference_names_the_file_and_counts(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("uncond_utils", tasks_dir() / "uncond" / "uncond_utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    monkeypatch.setenv("DSLBENCH_DATA_DIR", str(write_references(tmp_path, 1)))
+    docs = utils.load_samples(num_samples=2, ppl_model="gpt2")["test"]
+    assert docs[1]["reference"] == ""
+    from dslbench.metrics.sample_stats import attach_stats
+
+    resp = attach_stats("text", {"nfe": 4, "gen_tokens": 1, "seconds": 0.1, "gen_ids": [1], "ppl_model": "gpt2",
+                                 "genppl_nll_sum": 1.0, "genppl_tokens": 1})
+    assert utils.process_results(docs[0], [resp])["entropy"] == 0.0
+    with pytest.raises(FileNotFoundError, match=r"owt_references\.jsonl: 1 reference text\(s\), 2 needed"):
+        utils.process_results(docs[1], [resp])
+
+
 # ------------------------------------------------------------------ plain lm_eval, end to end
 @pytest.fixture(scope="module")
 def run(tiny_ckpt, tiny_gpt2, tmp_path_factory):
