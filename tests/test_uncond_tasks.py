@@ -161,14 +161,14 @@ def run(tiny_ckpt, tiny_gpt2, tmp_path_factory):
     (results,) = out.rglob("results_*.json")
     (samples,) = out.rglob("samples_dsl_uncond_128step_*.jsonl")
     return json.loads(results.read_text())["results"]["dsl_uncond_128step"], \
-        [json.loads(line) for line in samples.read_text().splitlines()]
+        [json.loads(line) for line in samples.read_text().splitlines()], out
 
 
 def test_every_aggregate_is_recomputed_from_the_logged_samples(run, tiny_gpt2):
     from dslbench.metrics.evaluator import load_evaluator, mauve_score
     from tests.test_uncond_metrics import released_genppl
 
-    got, records = run
+    got, records, _ = run
     records = sorted(records, key=lambda r: r["doc"]["id"])
     texts = [split_stats(r["filtered_resps"][0])[0] for r in records]
     stats = [split_stats(r["filtered_resps"][0])[1] for r in records]
@@ -187,3 +187,18 @@ def test_every_aggregate_is_recomputed_from_the_logged_samples(run, tiny_gpt2):
     assert got["mauve,none"] == pytest.approx(mauve)
     assert all(r["doc"]["reference"] for r in records)
     assert got["nfe,none"] == 8 and not math.isnan(got["genppl,none"])
+
+
+def test_the_report_section_shows_the_run(run, tmp_path):
+    from dslbench.report import uncond
+    from dslbench.report.build import build_report
+
+    got, _, out = run
+    build_report([out], tmp_path / "report", baselines=tmp_path / "none", n_boot=10)
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text[text.index(f"## {uncond.SECTION}"):]
+    row = next(line for line in section.splitlines() if "dsl_uncond_128step" in line).split(" | ")
+    assert row[3:5] == ["128", "8"]  # T is the task's; NFE is what ran (--gen_kwargs nfe=8)
+    assert float(row[5]) == pytest.approx(got["mauve,none"], abs=5e-4)
+    assert float(row[6]) == pytest.approx(got["genppl,none"], rel=1e-3)
+    assert float(row[7]) == pytest.approx(got["entropy,none"], abs=5e-3)
