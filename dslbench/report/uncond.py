@@ -4,8 +4,9 @@ them, and one figure with a panel per metric.
 
 Published figures come from ``baselines/published_uncond.csv`` (columns ``model, T, mauve,
 genppl, entropy, source``) when it exists. None ships: the sources at hand to this project (the
-DSL-LLaDA package's figures, the kuleshov-group/remdm and mdlm READMEs and scripts) give no
-unconditional OpenWebText numbers, and the section says so instead of showing any.
+DSL-LLaDA package's figures, the kuleshov-group/remdm README and scripts, IBM's soft-masking
+``language/README.md``) give no unconditional OpenWebText numbers under this protocol (the mdlm
+README's semi-autoregressive Gen. PPL is another one), and the section says so instead.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ COLUMNS = ["provenance", "model", "checkpoint", "T", "NFE", "MAUVE", "GenPPL", "
 PANELS = [("mauve", "MAUVE", "MAUVE (higher = closer to the references)"),
           ("genppl", "GenPPL", "GenPPL (token-pooled, evaluator LM)"),
           ("entropy", "entropy", "token entropy per sample (nats)")]
-NO_PUBLISHED = ("No published figures are shown: none were found in the sources available to this project "
-                "(the DSL-LLaDA package's figures, the kuleshov-group/remdm and kuleshov-group/mdlm READMEs and "
-                "scripts give no unconditional OpenWebText numbers). Add `baselines/published_uncond.csv` "
+NO_PUBLISHED = ("No published figures are shown: none under this protocol were found in the sources available to "
+                "this project (the DSL-LLaDA package's figures, the kuleshov-group/remdm README and scripts, IBM's "
+                "soft-masking `language/README.md`); the kuleshov-group/mdlm README's one Gen. PPL (semi-autoregressive, "
+                "2,048 tokens, no T) is another protocol. Add `baselines/published_uncond.csv` "
                 "(columns model, T, mauve, genppl, entropy, source) to set published rows beside these.")
 
 
