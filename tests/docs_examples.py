@@ -10,8 +10,9 @@ one block is there for the next). A block can be marked just before it:
   script, an install line).
 
 The placeholders below stand for what the docs cannot name (a user's checkpoint, 8B weights on
-the hub); in both modes they are replaced by tiny checkpoints this suite builds, so the command
-that runs is the one on the page. ```python blocks run with sybil's Python parser.
+the hub); in both modes they are replaced by tiny checkpoints this suite builds, and the hub's
+summarization test sets by two-document local copies (``DSLBENCH_DATA_DIR``), so the command that
+runs is the one on the page. ```python blocks run with sybil's Python parser.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ PLACEHOLDERS = {
     "GSAI-ML/LLaDA-8B-Instruct": "llada",
     "Dream-org/Dream-v0-Instruct-7B": "llada",
 }
+# datasets the hub serves; the docs test points DSLBENCH_DATA_DIR at two-document copies of them
+SUMMARIZATION_SETS = ("xsum", "cnndm", "pubmed", "arxiv", "samsum")
 # programs whose flags are not ours to check (install and cluster plumbing)
 FOREIGN = {"pip", "pytest", "source", "sleep", "ray", "srun", "scontrol", "sbatch", "cd", "export", "grep", "head"}
 MODES = ("check-only",)

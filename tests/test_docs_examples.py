@@ -4,9 +4,11 @@ marked and which placeholders stand for what)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.docs_examples import DOC_FILES, ExampleError, run_examples
+from tests.docs_examples import DOC_FILES, SUMMARIZATION_SETS, ExampleError, run_examples
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +16,47 @@ def checkpoints(tiny_ckpt, untrained_dsl_ckpt):
     return {"llada": tiny_ckpt, "dsl": untrained_dsl_ckpt}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def task_index_once():
+    """lm-eval scans its ~15,000 task YAMLs each time a command builds a TaskManager (about 10 s
+    on 2 cores); the pages run several lm_eval commands in this process, so the scan of a given
+    set of folders is kept for the module. The tasks themselves still load from their YAMLs."""
+    from lm_eval.tasks._index import TaskIndex
+
+    scans = {}
+    build = TaskIndex.build
+
+    def build_once(paths, **kwargs):
+        paths = list(paths)
+        key = (tuple(str(p) for p in paths), tuple(sorted(kwargs.items())))
+        if key not in scans:
+            scans[key] = build(paths, **kwargs)
+        return dict(scans[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskIndex, "build", staticmethod(build_once))
+        yield
+
+
+@pytest.fixture
+def hub_data(tmp_path, monkeypatch):
+    """The hub's summarization test sets, as two-document local copies (DSLBENCH_DATA_DIR)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in SUMMARIZATION_SETS:
+        rows = [{"id": f"{name}-{i}", "document": f"Document {i} of {name}. The river rose after the storm and "
+                 "the town closed the bridge until the water fell again.", "summary": "The bridge closed."}
+                for i in range(2)]
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("DSLBENCH_DATA_DIR", str(folder))
+    return folder
+
+
 @pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
-def test_examples_of_page(path, checkpoints, tmp_path):
-    run_examples(path, checkpoints, tmp_path)
+def test_examples_of_page(path, checkpoints, hub_data, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    run_examples(path, checkpoints, work)
 
 
 BROKEN = '''# A page
