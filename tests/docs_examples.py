@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sybil import Sybil
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+from sybil.evaluators.skip import Skipper
 from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +210,15 @@ def sybil_for_docs() -> Sybil:
     ])
 
 
+def _require_a_reason(example) -> None:
+    """sybil's ``skip`` directive takes its reason as optional; here it is not."""
+    if isinstance(example.region.evaluator, Skipper):
+        action, reason = example.parsed
+        if action == "next" and not (reason or "").strip('" '):
+            raise ExampleError(f"{example.path}, line {example.line}: <!-- skip: next --> needs a reason: "
+                               '<!-- skip: next "REASON" -->')
+
+
 def run_examples(path: Path, checkpoints: dict[str, Path], workdir: Path) -> int:
     """Evaluate every example of one page in ``workdir``; the number of examples evaluated."""
     document = sybil_for_docs().parse(path)
@@ -218,6 +228,7 @@ def run_examples(path: Path, checkpoints: dict[str, Path], workdir: Path) -> int
     try:
         count = 0
         for example in document.examples():
+            _require_a_reason(example)
             try:
                 example.evaluate()
             except unittest.SkipTest:  # sybil's `skip: next "reason"`: that block only, the page goes on

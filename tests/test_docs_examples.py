@@ -80,6 +80,9 @@ dslbench leaderboard --config baselines/tiny.yaml --no-such-flag
     (BROKEN.replace("<!-- example: check-only the hub -->\n", "").replace(
         "dslbench leaderboard --config baselines/tiny.yaml --no-such-flag", "torchrun --nproc_per_node 2 train.py"),
      "cannot run in the docs test"),
+    (BROKEN.replace("<!-- example: check-only the hub -->", "<!-- skip: next -->"), "needs a reason"),
+    (BROKEN.replace("dslbench leaderboard --config baselines/tiny.yaml --no-such-flag",
+                    "python benchmarks/no_such_benchmark.py"), "no script"),
 ])
 def test_a_broken_example_fails(tmp_path, checkpoints, page, message):
     doc = tmp_path / "page.md"
