@@ -27,17 +27,16 @@ from pathlib import Path
 
 import yaml
 
+from dslbench._lm_eval_hook import BACKENDS  # lm-eval `--model` name -> backend class
 from dslbench.paths import tasks_dir
 
 MARKER = re.compile(r"(<!-- BEGIN GENERATED: (?P<key>[^>]*?) -->\n)(?P<body>.*?)(<!-- END GENERATED -->)", re.S)
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-# lm-eval `--model` name -> backend class (the same map the lm-eval hook registers)
-BACKENDS = {
-    "mdm_llada": "dslbench.harness.mdm_backend:MDMLLaDA",
-    "softmask_llada": "dslbench.harness.softmask_backend:SoftMaskLLaDA",
-    "dsl_llada": "dslbench.harness.dsl_backend:DSLLLaDA",
-    "diffusiongemma": "dslbench.harness.diffusiongemma_backend:DiffusionGemma",
-}
+
+
+def task_families() -> list[str]:
+    """The folders of ``tasks/`` that hold task YAMLs (summarization, repair, open_ended, ...)."""
+    return sorted(p.name for p in tasks_dir().iterdir() if p.is_dir() and any(p.rglob("*.yaml")))
 
 
 def _cell(text: str) -> str:
