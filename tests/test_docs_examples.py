@@ -95,3 +95,16 @@ def test_a_working_example_passes(tmp_path, checkpoints):
     doc = tmp_path / "page.md"
     doc.write_text(BROKEN.replace(" --no-such-flag", " --dry-run"))
     assert run_examples(doc, checkpoints, tmp_path) == 2
+
+
+def test_no_code_block_escapes_the_examples():
+    """A block in a language the examples do not run (```shell, ```console, ```zsh ...) would be
+    skipped silently: only the languages below may appear (yaml / plain blocks show data or output)."""
+    from sybil import Document
+    from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
+
+    lexer = FencedCodeBlockLexer(language=r"[\w+-]*")
+    for path in DOC_FILES:
+        document = Document(path.read_text(), str(path))
+        languages = {region.lexemes["language"] for region in lexer(document)}
+        assert languages <= {"bash", "sh", "python", "yaml", ""}, f"{path.name}: {sorted(languages)}"
