@@ -13,8 +13,7 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 log = logging.getLogger("mkdocs.hooks.repo_links")
-SHARED = ("tasks/summarization/README.md", "tasks/repair/README.md", "tasks/open_ended/README.md",
-          "baselines/README.md", "results/report.png")
+FIXED = ("baselines/README.md", "results/report.png")  # plus every tasks/<family>/README.md
 OPTIONAL = {"results/report.png"}
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(\.\./([^)#\s]+)(#[^)\s]*)?\)")
 
@@ -23,8 +22,13 @@ def _root(config) -> Path:
     return Path(config["config_file_path"]).parent
 
 
+def _shared(config) -> tuple[str, ...]:
+    root = _root(config)
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.glob("tasks/*/README.md"))) + FIXED
+
+
 def on_files(files, config):
-    for rel in SHARED:
+    for rel in _shared(config):
         path = _root(config) / rel
         if path.is_file():
             files.append(File(f"repo/{rel}", src_dir=str(_root(config)), dest_dir=config["site_dir"],
@@ -41,7 +45,7 @@ def on_page_markdown(markdown, page, config, files):
         if rel in OPTIONAL and not (_root(config) / rel).is_file():
             log.info("%s: %s not generated yet, shown as a note", page.file.src_uri, rel)
             return f"*({text}: `{rel}`, written by `dslbench report`, not generated in this checkout)*"
-        if rel not in SHARED:
+        if rel not in _shared(config):
             return match.group(0)
         return f"{image}[{text}]({'../' * depth}repo/{rel}{anchor})"
 
