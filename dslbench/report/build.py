@@ -32,7 +32,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from dslbench.report import open_ended, tables
+from dslbench.report import open_ended, tables, uncond
 from dslbench.report.io import write_bytes_atomic, write_csv_atomic, write_parquet_atomic, write_text_atomic
 from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, ReportWarning, load_runs
 from dslbench.report.palette import model_colours
@@ -194,7 +194,8 @@ def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_n
 
     blocks = report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs,
                            headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed,
-                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots),
+                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots)
+                           + uncond.section(cells, published, out / "plots", colours),
                            config={"report": {"run_dirs": [str(p) for p in run_dirs], "headline_nfe": headline_nfe,
                                               "n_boot": n_boot, "seed": seed, "samples_format": samples_format,
                                               "baselines": str(baselines) if baselines is not None else "baselines/ (bundled)"},
