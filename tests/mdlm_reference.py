@@ -238,7 +238,9 @@ class ReleasedSampler:
             if self.sampler == "remdm-conf":
                 newly = (x == mask) & (xs != mask)
                 vals = -p_x0[torch.arange(xs.shape[0])[:, None], torch.arange(xs.shape[1]), xs]
-                conf[newly] = vals[newly]
+                # the release assigns float p into the bfloat16 score directly: on CUDA its p_x0 is
+                # bfloat16 (the DiT runs under bf16 autocast); in float32 the cast must be explicit
+                conf[newly] = vals[newly].to(conf.dtype)
                 conf[(x != mask) & (xs == mask)] = -torch.inf
         else:  # remdm-loop
             time = t[0].item()

@@ -136,8 +136,9 @@ class _Network:
 
 
 def _subs_log_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """The substitution parameterization at masked positions (``[N, V]``): mask logit -1e6, log-softmax."""
-    logits = logits.float().clone()
+    """The substitution parameterization at masked positions (``[N, V]``): mask logit -1e6,
+    log-softmax, in the logits' dtype (the release's: float32 on CPU, bfloat16 from its CUDA autocast)."""
+    logits = logits.clone()
     logits[:, mask_id] += NEG_INFINITY
     return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
 
