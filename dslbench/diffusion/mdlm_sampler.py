@@ -50,7 +50,11 @@ from dslbench.diffusion.remdm import RemdmConfig
 
 NEG_INFINITY = -1000000.0  # the release's ``neg_infinity`` added to the mask logit
 SAMPLING_EPS = 1e-5  # ``_sample``'s eps: the last time is 1e-5, not 0
-CONF_DTYPE = torch.bfloat16  # the release's ``confident_score`` dtype (remdm-conf)
+CONF_DTYPE = torch.bfloat16
+NUCLEUS_TOP = 64  # entries the top-p fast path looks at before falling back to the full sort  # the release's ``confident_score`` dtype (remdm-conf)
+
+
+CACHE_MODES = ("batch", "row")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class MDLMOutput:
     tokens: torch.Tensor  # [B, gen_length]
     nfe: int  # network calls that ran (cache misses + noise removal)
     steps: int  # T
+    row_nfe: tuple[int, ...] = ()  # calls each row went through (= nfe for every row with cache="batch")
 
 
 def mdlm_generate(
@@ -70,17 +75,29 @@ def mdlm_generate(
     nucleus_p: float = 1.0,
     remdm: RemdmConfig | None = None,
     noise_removal: bool = True,
+    cache: str = "batch",
     eps: float = SAMPLING_EPS,
     generator: rng.Generators = None,
     input_embeds_fn: Callable | None = None,
 ) -> MDLMOutput:
     """Sample ``gen_length`` tokens after each (left-padded, possibly empty) prompt row in T =
     ``steps`` ancestral steps. ``generator``: one generator (the release's single stream), a
-    sequence of one per row, or None (torch's global stream)."""
+    sequence of one per row, or None (torch's global stream).
+
+    ``cache="batch"`` is the release's: a step calls the network on the whole batch unless no
+    position of the batch changed. The rows that did not change still reuse their previous
+    probabilities (their logits in a call of the same shape are the same numbers, so their
+    top-p sort is not redone). ``cache="row"`` calls the network only on the rows that changed
+    (fewer row evaluations; each row records its own count in ``row_nfe``); those rows then run
+    in a smaller batch, which can move float32 logits by ~1e-6, so tokens equal the release's
+    except where that flips a draw.
+    """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got steps={steps}")
     if not 0 < nucleus_p <= 1:
         raise ValueError(f"nucleus_p must lie in (0, 1], got nucleus_p={nucleus_p}")
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache={cache!r} is not one of {', '.join(CACHE_MODES)}")
     batch, prompt_len = prompt_ids.shape
     device = prompt_ids.device
     mask_id = denoiser.mask_id
@@ -96,42 +113,69 @@ def mdlm_generate(
     dt = (1 - eps) / steps
     conf = torch.full(x.shape, float("-inf"), dtype=CONF_DTYPE, device=device)
     nfe_before = denoiser.nfe
-    p_x0 = None  # the cache: [N, V] probabilities of the masked positions at the last call
+    # The cache: per row, the probabilities [n_b, V] of its masked positions for its current
+    # canvas (None: stale); ``ran`` marks the rows whose logits would be those of a new call.
+    row_p: list[torch.Tensor | None] = [None] * batch
     with torch.no_grad():
         for i in range(steps):
             t = timesteps[i] * torch.ones(batch, 1, device=device)
             masked = x == mask_id
-            if p_x0 is None:
-                p_x0 = _nucleus(_subs_probs(network(x)[masked], mask_id), nucleus_p)
+            stale = [b for b in range(batch) if row_p[b] is None]
+            if stale:
+                rows = list(range(batch)) if cache == "batch" else stale
+                logits = network(x, rows)
+                for j, b in enumerate(rows):
+                    if row_p[b] is None:
+                        row_p[b] = _nucleus(_subs_probs(logits[j][masked[b]], mask_id), nucleus_p)
+            p_x0 = torch.cat(row_p) if batch > 1 else row_p[0]
             xs = _step(x, masked, frozen, p_x0, t, dt, remdm, conf, mask_id, denoiser.vocab_size, generator)
-            if torch.equal(xs, x):
-                continue  # cache hit: p_x0 stays valid for the unchanged canvas
-            x, p_x0 = xs, None
+            # a row that changed is stale; with cache="batch" the next call still runs every row
+            # (released), and the rows that did not change keep their probabilities (the numbers
+            # that call gives them again)
+            for b, moved in enumerate((xs != x).any(dim=1).tolist()):
+                if moved:
+                    row_p[b] = None
+            x = xs
         if noise_removal:
             masked = x == mask_id
-            log_probs = _subs_log_probs(network(x)[masked], mask_id)
+            log_probs = _subs_log_probs(network(x, list(range(batch)))[masked], mask_id)
             x = x.masked_scatter(masked, log_probs.argmax(dim=-1))
-    return MDLMOutput(tokens=x[:, prompt_len:].clone(), nfe=denoiser.nfe - nfe_before, steps=steps)
+    return MDLMOutput(tokens=x[:, prompt_len:].clone(), nfe=denoiser.nfe - nfe_before, steps=steps,
+                      row_nfe=tuple(network.row_calls))
 
 
 class _Network:
-    """One counted call on the canvas: logits ``[B, L, V]`` (soft-masking's inputs when given)."""
+    """Counted calls on rows of the canvas: logits ``[len(rows), L, V]`` (soft-masking's inputs
+    when given: the previous logits each row had)."""
 
     def __init__(self, denoiser, attention_mask, input_embeds_fn):
         self.denoiser = denoiser
         self.attention_mask = attention_mask
         self.input_embeds_fn = input_embeds_fn
         self.read = logits_reader(denoiser, 0)
-        self.prev = None
+        self.prev = None  # [B, L, V]: each row's logits at its last call (soft-masking)
+        self.row_calls: list[int] = []
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        if not self.row_calls:
+            self.row_calls = [0] * x.shape[0]
+        whole = len(rows) == x.shape[0]
+        index = None if whole else torch.tensor(rows, device=x.device)
+        ids = x if whole else x[index]
+        mask = self.attention_mask if whole or self.attention_mask is None else self.attention_mask[index]
         if self.input_embeds_fn is None:
-            embeds = self.denoiser.embed(x)
+            embeds = self.denoiser.embed(ids)
         else:
-            embeds = self.input_embeds_fn(x, self.prev, x == self.denoiser.mask_id)
-        logits = self.read(embeds, self.attention_mask)
+            prev = self.prev if self.prev is None or whole else self.prev[index]
+            embeds = self.input_embeds_fn(ids, prev, ids == self.denoiser.mask_id)
+        logits = self.read(embeds, mask)
         if self.input_embeds_fn is not None:
-            self.prev = logits
+            if self.prev is None:
+                self.prev = logits.clone() if whole else None
+            else:
+                self.prev[rows] = logits
+        for b in rows:
+            self.row_calls[b] += 1
         return logits
 
 
@@ -147,10 +191,39 @@ def _subs_probs(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
     return _subs_log_probs(logits, mask_id).exp()
 
 
-def _nucleus(p: torch.Tensor, nucleus_p: float) -> torch.Tensor:
-    """The released top-p: keep the sorted prefix whose cumulative sum is <= p (the top always), renormalise."""
+def _nucleus(p: torch.Tensor, nucleus_p: float, top: int = NUCLEUS_TOP) -> torch.Tensor:
+    """The released top-p: keep the sorted prefix whose cumulative sum is <= p (the top always), renormalise.
+
+    The release sorts every row over the whole vocabulary. Here ``topk(top)`` finds the prefix
+    when it ends inside the first ``top`` entries and the entries on both sides of its end
+    differ (then the kept set, its order of values and so every number below are the sort's);
+    the other rows (a longer nucleus, or a tie at the cut, where only the sort's own tie order
+    can say which id stays) go through the full sort, as released."""
     if nucleus_p >= 1 or p.numel() == 0:
         return p
+    rows, vocab = p.shape
+    top = min(top, vocab)
+    values, indices = p.topk(top, dim=-1, sorted=True)
+    keep = torch.cumsum(values, dim=-1) <= nucleus_p
+    keep[:, 0] = True
+    cut = keep.sum(dim=-1)  # entries kept
+    inside = cut < top
+    last = values.gather(1, (cut - 1).clamp(max=top - 1)[:, None])[:, 0]
+    first_out = values.gather(1, cut.clamp(max=top - 1)[:, None])[:, 0]
+    fast = inside & (last != first_out)
+    out = torch.zeros_like(p)
+    if bool(fast.any()):
+        kept = torch.zeros((int(fast.sum()), vocab), dtype=p.dtype, device=p.device)
+        kept[:, :top] = values[fast] * keep[fast]  # the release's sorted-and-cut row, zeros after the cut
+        kept /= kept.sum(dim=-1, keepdim=True)
+        out[fast] = torch.zeros_like(kept).scatter_(-1, indices[fast], kept[:, :top])
+    if not bool(fast.all()):
+        out[~fast] = _nucleus_sorted(p[~fast], nucleus_p)
+    return out
+
+
+def _nucleus_sorted(p: torch.Tensor, nucleus_p: float) -> torch.Tensor:
+    """The released formula, verbatim: full sort, cumulative sum, cut, renormalise, scatter back."""
     sorted_probs, sorted_indices = torch.sort(p, descending=True, dim=-1)
     keep = torch.cumsum(sorted_probs, dim=-1) <= nucleus_p
     keep[..., 0] = True

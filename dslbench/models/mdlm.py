@@ -78,11 +78,16 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq)
 
     def tables(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 (cos, sin) ``[T, head_dim]`` (frequencies repeated twice: rotate-half layout)."""
-        t = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq.float().to(device))
-        angles = torch.cat([freqs, freqs], dim=-1)
-        return angles.cos(), angles.sin()
+        """float32 (cos, sin) ``[T, head_dim]`` (frequencies repeated twice: rotate-half layout),
+        broadcastable over ``[B, T, heads, head_dim]``; kept for the last length (a sampler calls
+        the network many times on one canvas)."""
+        key = (seq_len, str(device), self.inv_freq.data_ptr())
+        if getattr(self, "_key", None) != key:
+            t = torch.arange(seq_len, device=device, dtype=torch.float32)
+            freqs = torch.outer(t, self.inv_freq.float().to(device))
+            angles = torch.cat([freqs, freqs], dim=-1)
+            self._key, self._tables = key, (angles.cos()[None, :, None, :], angles.sin()[None, :, None, :])
+        return self._tables
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -114,7 +119,6 @@ class DDiTBlock(nn.Module):
         h = _modulate(self.norm1(x), shift_msa, scale_msa)
         qkv = self.attn_qkv(h).view(B, T, 3, self.n_heads, D // self.n_heads)
         cos, sin = rope
-        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
         # rotary in float32 (the release turns autocast off for it), v untouched
         q = _rotate(qkv[:, :, 0].float(), cos, sin).to(x.dtype).transpose(1, 2)
         k = _rotate(qkv[:, :, 1].float(), cos, sin).to(x.dtype).transpose(1, 2)
