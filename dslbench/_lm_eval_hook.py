@@ -25,6 +25,9 @@ BACKENDS = {
     "dsl_llada": "dslbench.harness.dsl_backend:DSLLLaDA",
     "softmask_llada": "dslbench.harness.softmask_backend:SoftMaskLLaDA",
     "diffusiongemma": "dslbench.harness.diffusiongemma_backend:DiffusionGemma",
+    # family-neutral names of the same backends (they also read MDLM-format checkpoints)
+    "mdm": "dslbench.harness.mdm_backend:MDMLLaDA",
+    "softmask": "dslbench.harness.softmask_backend:SoftMaskLLaDA",
 }
 
 _TARGETS = ("lm_eval.models", "lm_eval.tasks.manager")

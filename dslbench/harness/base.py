@@ -119,6 +119,8 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
             eos_ids=eos_ids,
             vocab_size=self.info.vocab_size,
             shift_logits=getattr(self.info, "family", "llada") == "dream",
+            # MDLM never predicts its mask (substitution parameterization): any sampler on it must not
+            never_predict=(self.info.mask_id,) if getattr(self.info, "family", "") == "mdlm" else (),
         )
         cfg_max = getattr(self.model.config, "max_sequence_length", None) or getattr(
             self.model.config, "max_position_embeddings", 4096
@@ -290,7 +292,8 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
                 texts = self._repair_batch([requests[i].args[0] for i, _, _ in batch], opts)
             else:
                 texts = self._generate_batch(
-                    [ctx for _, ctx, _ in batch], opts, prompts=[prompts[i] for i, _, _ in batch]
+                    [ctx for _, ctx, _ in batch], opts, prompts=[prompts[i] for i, _, _ in batch],
+                    doc_ids=[getattr(requests[i], "doc_id", None) for i, _, _ in batch],
                 )
             for (i, _, _), text in zip(batch, texts):
                 outputs[i] = text
@@ -343,11 +346,14 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         tokens = torch.cat([F.pad(r.tokens, (0, width - r.tokens.shape[1]), value=eos) for r in results])
         return SampleResult(tokens, nfe, {}, row_extra)
 
-    def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None) -> list[str]:
+    def _generate_batch(self, contexts: list[list[int]], opts: dict, prompts: list[str] | None = None,
+                        doc_ids: list[int | None] | None = None) -> list[str]:
         """Decode one batch. Each row draws from its own generator, seeded from the model arg
         ``seed`` and the row's own prompt token ids (:func:`dslbench.diffusion.rng.prompt_seed`),
         so a document's sample is the same whatever batch, ``--limit`` or rank it is decoded in.
-        ``prompts``: the prompt strings (to name the text dropped from an over-long prompt)."""
+        ``prompts``: the prompt strings (to name the text dropped from an over-long prompt).
+        ``doc_ids``: lm-eval's document ids; an empty prompt (unconditional generation, as MDLM /
+        ReMDM sample) is seeded from its document id instead, so N such requests give N samples."""
         from dslbench.diffusion.rng import row_generators
 
         gen_length = opts["gen_length"]
@@ -355,7 +361,10 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         if budget < 1:
             raise ValueError(f"gen_length={gen_length} leaves no room for a prompt within max_length={self.max_length}")
         cuts = [self._cut_range(len(c), budget) for c in contexts]
-        seeds, rng_device = self._row_seeds(contexts, opts)
+        # the key a row's seed is derived from: its prompt ids, or -1 - doc_id for an empty prompt
+        # (never a token id, so no prompt shares it)
+        keys = [c if c or doc_ids is None or doc_ids[i] is None else [-1 - int(doc_ids[i])] for i, c in enumerate(contexts)]
+        seeds, rng_device = self._row_seeds(keys, opts)
         dropped_text = [
             self._dropped_text(prompts[i], contexts[i], *cut) if prompts is not None else ""
             for i, cut in enumerate(cuts)

@@ -30,7 +30,7 @@ SOFTMASK_ARGS: dict[str, Arg] = {
 }
 
 
-@register_model("softmask_llada")
+@register_model("softmask_llada", "softmask")
 class SoftMaskLLaDA(MDMLLaDA):
     NAME = "softmask_llada"
     SAMPLER_ARGS = SOFTMASK_ARGS
