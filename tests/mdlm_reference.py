@@ -166,8 +166,12 @@ class ReleasedSampler:
     """``diffusion.Diffusion`` reduced to what ``_sample`` (ddpm_cache) runs; counts backbone calls."""
 
     def __init__(self, backbone, mask_index, sampler="mdlm", nucleus_p=1.0, eta=0.0, t_on=0.0, t_off=0.0,
-                 alpha_on=0.0, noise_removal=True, generator=None):
+                 alpha_on=0.0, noise_removal=True, generator=None, soft_mask=None):
         self.backbone = backbone
+        # IBM's MDLM_SM (ishnbl/soft-masked-diffusion-language-models language/algo.py, transparency
+        # head mixinputs_with_topk): dict(embedding=E [V, D], embeds_backbone=fn(embeds) -> logits,
+        # scale, centre, steepness, k, t_min, t_max)
+        self.soft_mask = soft_mask
         self.mask_index = mask_index
         self.sampler = sampler
         self.nucleus_p = nucleus_p
@@ -177,9 +181,28 @@ class ReleasedSampler:
         self.neg_infinity = -1000000.0
         self.calls = 0
 
-    def forward(self, x):
+    def _blend(self, x, log_p_prev):
+        sm = self.soft_mask
+        E = sm["embedding"]
+        masked = x == self.mask_index
+        rows = log_p_prev[masked]
+        p = torch.softmax(rows, dim=-1)
+        neg_entropy = torch.sum(p * torch.log(p + 1e-10), dim=-1)
+        lam = sm["scale"] * torch.sigmoid(sm["steepness"] * (neg_entropy - sm["centre"]))
+        top_logits, top_ids = torch.topk(rows, k=sm["k"], dim=-1)
+        top_p = torch.softmax(top_logits.float(), dim=-1)
+        idx = torch.cat([x[masked][:, None], top_ids], dim=-1)
+        w = torch.cat([(1 - lam)[:, None], lam[:, None] * top_p], dim=-1)
+        embeds = E[x].clone()
+        embeds[masked] = (E[idx] * w[..., None]).sum(-2)
+        return embeds
+
+    def forward(self, x, log_p_prev=None):
         self.calls += 1
-        logits = self.backbone(x).float()
+        if log_p_prev is not None:
+            logits = self.soft_mask["embeds_backbone"](self._blend(x, log_p_prev)).float()
+        else:
+            logits = self.backbone(x).float()
         logits[:, :, self.mask_index] += self.neg_infinity
         logits = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
         unmasked = x != self.mask_index
@@ -197,7 +220,12 @@ class ReleasedSampler:
         mc_t = t[:, None, None]
         mc_s = (t - dt)[:, None, None]
         if p_x0 is None:
-            p_x0 = self.forward(x).exp()
+            feedback = None
+            if self.soft_mask is not None and self.soft_mask["t_min"] <= t[0].item() <= self.soft_mask["t_max"]:
+                feedback = self.log_p_sm
+            log_p = self.forward(x, feedback)
+            self.log_p_sm = log_p
+            p_x0 = log_p.exp()
             if self.nucleus_p < 1:
                 sp, si = torch.sort(p_x0, descending=True, dim=-1)
                 top = torch.cumsum(sp, dim=-1) <= self.nucleus_p
@@ -271,6 +299,7 @@ class ReleasedSampler:
         timesteps = torch.linspace(1, eps, steps + 1)
         dt = (1 - eps) / steps
         cache = None
+        self.log_p_sm = None
         conf = -torch.ones_like(x).to(torch.bfloat16) * torch.inf
         for i in range(steps):
             t = timesteps[i] * torch.ones(x.shape[0], 1)

@@ -70,7 +70,7 @@ def test_llada_sampler_on_mdlm_never_emits_the_mask(tiny_mdlm):
 def test_softmask_on_mdlm(tiny_mdlm):
     from dslbench.harness.softmask_backend import SoftMaskLLaDA
 
-    be = SoftMaskLLaDA(pretrained=tiny_mdlm, device="cpu", batch_size=2, nfe=17, scale=0.5, k=3)
+    be = SoftMaskLLaDA(pretrained=tiny_mdlm, device="cpu", batch_size=2, nfe=17, scale=0.5)
     (text, stats), _ = [split_stats(o) for o in be.generate_until(_requests(2))]
     assert text and stats["sampler"] == "ddpm_cache" and stats["softmask_k"] == 3
 

@@ -115,3 +115,34 @@ def test_row_cache_runs_fewer_rows_and_keeps_the_tokens(tiny, strategy):
     assert runs["batch"].row_nfe == (runs["batch"].nfe,) * 4
     assert max(runs["row"].row_nfe) < runs["batch"].nfe
     assert sum(runs["row"].row_nfe) < 4 * runs["batch"].nfe
+
+
+@pytest.mark.parametrize("sampler, strategy, knobs", [CASES[0], CASES[1]], ids=["mdlm", "remdm-cap"])
+def test_softmask_on_mdlm_equals_the_released_loop(tiny, sampler, strategy, knobs):
+    """IBM's MDLM_SM sampler: the previous call's predictions blended into masked inputs inside
+    the time band [0.2, 0.8]; same tokens and calls as a re-implementation of its loop."""
+    from dslbench.diffusion.softmask import SoftMaskParams
+    from dslbench.diffusion.softmask_mdlm import released_blend_fn
+
+    model, info = tiny
+    params = SoftMaskParams(scale=0.7, centre=-8.0, steepness=3.0)  # the tiny model is near-uniform: H ~ 6 nats
+    values = params.values()
+    soft_mask = {
+        "embedding": model.get_input_embeddings().weight.detach(),
+        "embeds_backbone": lambda e: model(inputs_embeds=e).logits,
+        "scale": params.scale.detach(), "centre": params.centre.detach(), "steepness": params.steepness.detach(),
+        "k": 3, "t_min": 0.2, "t_max": 0.8,
+    }
+    ref = _released(model, info, sampler, nucleus_p=0.9, generator=torch.Generator().manual_seed(11),
+                    soft_mask=soft_mask, **knobs)
+    expected = ref.sample(3, 20, 40)
+    seam = _seam(model, info)
+    remdm = None if strategy is None else RemdmConfig(strategy=strategy, **knobs)
+    out = mdlm_generate(seam, torch.zeros((3, 0), dtype=torch.long), gen_length=20, steps=40, nucleus_p=0.9,
+                        remdm=remdm, generator=torch.Generator().manual_seed(11),
+                        input_embeds_fn=released_blend_fn(seam, params, 3))
+    plain = mdlm_generate(_seam(model, info), torch.zeros((3, 0), dtype=torch.long), gen_length=20, steps=40,
+                          nucleus_p=0.9, remdm=remdm, generator=torch.Generator().manual_seed(11))
+    assert values["scale"] > 0.5
+    assert torch.equal(out.tokens, expected) and out.nfe == ref.calls
+    assert not torch.equal(out.tokens, plain.tokens)  # the blend changed the sample

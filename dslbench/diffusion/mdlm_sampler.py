@@ -51,6 +51,7 @@ from dslbench.diffusion.remdm import RemdmConfig
 NEG_INFINITY = -1000000.0  # the release's ``neg_infinity`` added to the mask logit
 SAMPLING_EPS = 1e-5  # ``_sample``'s eps: the last time is 1e-5, not 0
 CONF_DTYPE = torch.bfloat16
+SOFTMASK_BAND = (0.2, 0.8)  # IBM's MDLM_SM: feedback only for sm_t_min <= t <= sm_t_max (config.yaml optim)
 NUCLEUS_TOP = 64  # entries the top-p fast path looks at before falling back to the full sort  # the release's ``confident_score`` dtype (remdm-conf)
 
 
@@ -76,6 +77,7 @@ def mdlm_generate(
     remdm: RemdmConfig | None = None,
     noise_removal: bool = True,
     cache: str = "batch",
+    softmask_band: tuple[float, float] = SOFTMASK_BAND,
     eps: float = SAMPLING_EPS,
     generator: rng.Generators = None,
     input_embeds_fn: Callable | None = None,
@@ -91,6 +93,11 @@ def mdlm_generate(
     (fewer row evaluations; each row records its own count in ``row_nfe``); those rows then run
     in a smaller batch, which can move float32 logits by ~1e-6, so tokens equal the release's
     except where that flips a draw.
+
+    ``input_embeds_fn`` (soft-masking, as IBM's ``MDLM_SM.generate_samples``): a call at a time
+    t inside ``softmask_band`` (the release's ``optim.sm_t_min`` / ``sm_t_max``) feeds the
+    previous call's predictions back through it; outside the band (and at the first call, and
+    at noise removal unless its t = eps lies in the band) the plain embeddings go in.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got steps={steps}")
@@ -123,7 +130,8 @@ def mdlm_generate(
             stale = [b for b in range(batch) if row_p[b] is None]
             if stale:
                 rows = list(range(batch)) if cache == "batch" else stale
-                logits = network(x, rows)
+                time = timesteps[i].item()
+                logits = network(x, rows, feedback=softmask_band[0] <= time <= softmask_band[1])
                 for j, b in enumerate(rows):
                     if row_p[b] is None:
                         row_p[b] = _nucleus(_subs_probs(logits[j][masked[b]], mask_id), nucleus_p)
@@ -131,49 +139,60 @@ def mdlm_generate(
             xs = _step(x, masked, frozen, p_x0, t, dt, remdm, conf, mask_id, denoiser.vocab_size, generator)
             # a row that changed is stale; with cache="batch" the next call still runs every row
             # (released), and the rows that did not change keep their probabilities (the numbers
-            # that call gives them again)
-            for b, moved in enumerate((xs != x).any(dim=1).tolist()):
-                if moved:
+            # that call gives them again), except under soft-masking, where their input moves too
+            moved = (xs != x).any(dim=1).tolist()
+            if cache == "batch" and input_embeds_fn is not None and any(moved):
+                moved = [True] * batch
+            for b in range(batch):
+                if moved[b]:
                     row_p[b] = None
             x = xs
         if noise_removal:
             masked = x == mask_id
-            log_probs = _subs_log_probs(network(x, list(range(batch)))[masked], mask_id)
+            last = timesteps[-1].item()
+            final = network(x, list(range(batch)), feedback=softmask_band[0] <= last <= softmask_band[1])
+            log_probs = _subs_log_probs(final[masked], mask_id)
             x = x.masked_scatter(masked, log_probs.argmax(dim=-1))
     return MDLMOutput(tokens=x[:, prompt_len:].clone(), nfe=denoiser.nfe - nfe_before, steps=steps,
                       row_nfe=tuple(network.row_calls))
 
 
 class _Network:
-    """Counted calls on rows of the canvas: logits ``[len(rows), L, V]`` (soft-masking's inputs
-    when given: the previous logits each row had)."""
+    """Counted calls on rows of the canvas: logits ``[len(rows), L, V]``.
+
+    Soft-masking (``input_embeds_fn``, IBM's ``MDLM_SM``): a call with ``feedback`` feeds each
+    row's previous call back as the release does, as substitution-parameterized log-probabilities
+    (a position that held a token then, remasked since under ReMDM, is certain of that token)."""
 
     def __init__(self, denoiser, attention_mask, input_embeds_fn):
         self.denoiser = denoiser
         self.attention_mask = attention_mask
         self.input_embeds_fn = input_embeds_fn
         self.read = logits_reader(denoiser, 0)
-        self.prev = None  # [B, L, V]: each row's logits at its last call (soft-masking)
+        self.prev: torch.Tensor | None = None  # [B, L, V]: each row's log-probs at its last call
         self.row_calls: list[int] = []
 
-    def __call__(self, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, rows: list[int], feedback: bool = False) -> torch.Tensor:
         if not self.row_calls:
             self.row_calls = [0] * x.shape[0]
         whole = len(rows) == x.shape[0]
         index = None if whole else torch.tensor(rows, device=x.device)
         ids = x if whole else x[index]
         mask = self.attention_mask if whole or self.attention_mask is None else self.attention_mask[index]
-        if self.input_embeds_fn is None:
-            embeds = self.denoiser.embed(ids)
+        mask_id = self.denoiser.mask_id
+        if self.input_embeds_fn is not None and feedback and self.prev is not None:
+            embeds = self.input_embeds_fn(ids, self.prev if whole else self.prev[index], ids == mask_id)
         else:
-            prev = self.prev if self.prev is None or whole else self.prev[index]
-            embeds = self.input_embeds_fn(ids, prev, ids == self.denoiser.mask_id)
+            embeds = self.denoiser.embed(ids)
         logits = self.read(embeds, mask)
         if self.input_embeds_fn is not None:
+            processed = torch.full_like(logits, NEG_INFINITY)
+            processed.scatter_(-1, ids[..., None], 0.0)  # unmasked: certain of its own token
+            held = ids == mask_id
+            processed[held] = _subs_log_probs(logits[held], mask_id)
             if self.prev is None:
-                self.prev = logits.clone() if whole else None
-            else:
-                self.prev[rows] = logits
+                self.prev = torch.empty((x.shape[0], *logits.shape[1:]), dtype=logits.dtype, device=logits.device)
+            self.prev[rows] = processed
         for b in rows:
             self.row_calls[b] += 1
         return logits
