@@ -212,7 +212,7 @@ class ReleasedSampler:
 
     def sample_categorical(self, probs):
         probs = probs.to(torch.float64)
-        u = torch.rand(probs.shape, generator=self.generator, dtype=torch.float64)
+        u = torch.rand(probs.shape, generator=self.generator, dtype=torch.float64, device=probs.device)
         return (probs / (1e-10 - (u + 1e-10).log())).argmax(dim=-1)
 
     def update(self, x, t, dt, p_x0, conf):
@@ -265,7 +265,7 @@ class ReleasedSampler:
             xs = self.sample_categorical(torch.where(copy.unsqueeze(-1), q, q2))
             if self.sampler == "remdm-conf":
                 newly = (x == mask) & (xs != mask)
-                vals = -p_x0[torch.arange(xs.shape[0])[:, None], torch.arange(xs.shape[1]), xs]
+                vals = -p_x0[torch.arange(xs.shape[0], device=xs.device)[:, None], torch.arange(xs.shape[1], device=xs.device), xs]
                 # the release assigns float p into the bfloat16 score directly: on CUDA its p_x0 is
                 # bfloat16 (the DiT runs under bf16 autocast); in float32 the cast must be explicit
                 conf[newly] = vals[newly].to(conf.dtype)
@@ -294,15 +294,15 @@ class ReleasedSampler:
         return cache, xs, conf
 
     @torch.no_grad()
-    def sample(self, batch, length, steps, eps=1e-5):
-        x = self.mask_index * torch.ones(batch, length, dtype=torch.int64)
-        timesteps = torch.linspace(1, eps, steps + 1)
+    def sample(self, batch, length, steps, eps=1e-5, device="cpu"):
+        x = self.mask_index * torch.ones(batch, length, dtype=torch.int64, device=device)
+        timesteps = torch.linspace(1, eps, steps + 1, device=device)
         dt = (1 - eps) / steps
         cache = None
         self.log_p_sm = None
         conf = -torch.ones_like(x).to(torch.bfloat16) * torch.inf
         for i in range(steps):
-            t = timesteps[i] * torch.ones(x.shape[0], 1)
+            t = timesteps[i] * torch.ones(x.shape[0], 1, device=device)
             cache, x, conf = self.update(x, t, dt, cache, conf)
         if self.noise_removal:
             x = self.forward(x).argmax(dim=-1)

@@ -252,8 +252,11 @@ def _nucleus_sorted(p: torch.Tensor, nucleus_p: float) -> torch.Tensor:
 
 
 def _gumbel_argmax(q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The release's ``_sample_categorical`` given its uniforms (float64)."""
-    return (q.to(torch.float64) / (1e-10 - (u + 1e-10).log())).argmax(dim=-1)
+    """The release's ``_sample_categorical`` given its uniforms (float64), ``argmax(q / (1e-10 -
+    log(u + 1e-10)))``, computed in place on ``u`` (a copy owned here: ``-log(.) + 1e-10`` is the
+    same number as ``1e-10 - log(.)``)."""
+    g = u.add_(1e-10).log_().neg_().add_(1e-10)
+    return q.to(torch.float64).div_(g).argmax(dim=-1)
 
 
 def _coefficients(remdm, t, dt, conf, masked):
