@@ -96,3 +96,18 @@ def test_bad_config_is_refused_by_name(tiny_mdlm, tmp_path, change, message):
     with pytest.raises(CheckpointFormatError, match="config.json.*" if "missing" in message else None) as err:
         load_model(str(folder), dtype="float32", device="cpu")
     assert message in str(err.value)
+
+
+def test_preflight_reads_mdlm_checkpoints(tiny_mdlm, tmp_path):
+    import shutil
+
+    from dslbench.models.preflight import checkpoint_problems
+
+    assert checkpoint_problems(tiny_mdlm, "mdm_llada") == []
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny_mdlm, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] += 1  # the tokenizer's mask is then not vocab_size - 1
+    (folder / "config.json").write_text(json.dumps(config))
+    problems = checkpoint_problems(folder, "mdm_llada")
+    assert problems and "mask" in " ".join(problems)
