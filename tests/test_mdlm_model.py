@@ -111,3 +111,21 @@ def test_preflight_reads_mdlm_checkpoints(tiny_mdlm, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     problems = checkpoint_problems(folder, "mdm_llada")
     assert problems and "mask" in " ".join(problems)
+
+
+def test_a_checkpoint_without_inv_freq_loads(tiny_mdlm, tmp_path):
+    """The rotary buffer is a function of the head size: recomputed when a checkpoint omits it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "no-inv-freq"
+    shutil.copytree(tiny_mdlm, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    del state["backbone.rotary_emb.inv_freq"]
+    save_file(state, str(folder / "model.safetensors"))
+    full, _, _ = load_model(str(tiny_mdlm), dtype="float32", device="cpu")
+    part, _, _ = load_model(str(folder), dtype="float32", device="cpu")
+    ids = torch.arange(20)[None] % 100
+    with torch.no_grad():
+        assert torch.equal(full(input_ids=ids).logits, part(input_ids=ids).logits)

@@ -18,10 +18,10 @@ from dslbench import fsio
 from dslbench.models.loading import (
     CheckpointFormatError,
     ModelInfo,
-    build_model_with_weights,
     checkpoint_weight_files,
     load_tokenizer,
     read_config_json,
+    read_state_strict,
     require_mask_token,
 )
 from dslbench.models.staging import staged_checkpoint_dir
@@ -77,7 +77,7 @@ def load_mdlm_dir(directory: Path, dtype: torch.dtype, device: torch.device):
     from dslbench.models.mdlm import MDLM
 
     config = mdlm_config_from_dir(directory)
-    model = build_model_with_weights(MDLM, config, checkpoint_weight_files(directory), dtype, device)
+    model = _build_with_weights(MDLM, config, checkpoint_weight_files(directory), dtype, device)
     tokenizer = _tokenizer(directory, config)
     mask_id = config.mask_token_id
     require_mask_token(tokenizer, mask_id, directory)
@@ -90,6 +90,24 @@ def load_mdlm_dir(directory: Path, dtype: torch.dtype, device: torch.device):
         path=str(directory),
     )
     return model, tokenizer, info
+
+
+INV_FREQ_KEY = "backbone.rotary_emb.inv_freq"
+
+
+def _build_with_weights(model_class, config, files, dtype, device):
+    """Strict loading, except that the rotary ``inv_freq`` buffer (a function of the head size,
+    saved by the release's ``save_pretrained``) is recomputed when a checkpoint omits it."""
+    with torch.device("meta"):
+        model = model_class(config)
+    expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    state = read_state_strict(expected, files, dtype, device, optional=frozenset({INV_FREQ_KEY}))
+    head_dim = config.head_dim
+    inv_freq = 1.0 / (10_000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    state[INV_FREQ_KEY] = state.get(INV_FREQ_KEY, inv_freq).to(torch.float32)  # kept in float32, as built
+    model.load_state_dict(state, strict=True, assign=True)
+    model.config.dtype = dtype
+    return model.eval()
 
 
 def mdlm_config_json(model) -> dict:
