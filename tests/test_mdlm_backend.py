@@ -99,3 +99,14 @@ def test_family_neutral_names_are_registered():
 
     assert get_model("mdm") is MDMLLaDA and get_model("mdm_llada") is MDMLLaDA
     assert get_model("softmask") is SoftMaskLLaDA and get_model("softmask_llada") is SoftMaskLLaDA
+
+
+def test_unconditional_generation_may_fill_the_context(tiny_mdlm):
+    """An empty prompt leaves the whole context to the canvas (model_length tokens, as released)."""
+    from dslbench.harness.mdm_backend import MDMLLaDA
+
+    be = MDMLLaDA(pretrained=tiny_mdlm, device="cpu", steps=2, max_length=32)
+    (text, stats), = [split_stats(o) for o in be.generate_until(_requests(1, {**UNCOND, "max_gen_toks": 32}))]
+    assert stats["gen_length"] == 32 and stats["prompt_tokens"] == 0
+    with pytest.raises(ValueError, match="leaves no room for a prompt"):
+        be.generate_until(_requests(1, {"max_gen_toks": 32, "until": []}, text="The council"))

@@ -358,7 +358,8 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
 
         gen_length = opts["gen_length"]
         budget = self.max_length - gen_length
-        if budget < 1:
+        # unconditional generation (every prompt empty) may fill the whole context, as MDLM samples
+        if budget < 1 and not (budget == 0 and not any(contexts)):
             raise ValueError(f"gen_length={gen_length} leaves no room for a prompt within max_length={self.max_length}")
         cuts = [self._cut_range(len(c), budget) for c in contexts]
         # the key a row's seed is derived from: its prompt ids, or -1 - doc_id for an empty prompt
