@@ -213,6 +213,10 @@ class MDLM(PreTrainedModel):
     def set_input_embeddings(self, value: EmbeddingLayer) -> None:
         self.backbone.vocab_embed = value
 
+    def get_output_embeddings(self) -> nn.Linear:
+        """The output head (untied): ``output_layer.linear``."""
+        return self.backbone.output_layer.linear
+
     def _init_weights(self, module: nn.Module) -> None:
         # Torch's defaults plus the released embedding init. The release zeroes the adaLN
         # projections and the output head before training; a random tiny model must not (its
