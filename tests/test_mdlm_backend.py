@@ -25,11 +25,12 @@ def tiny_mdlm(tmp_path_factory):
     return str(make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm"))
 
 
-UNCOND = {"max_gen_toks": 24, "until": [], "return_stats": True, "prompt_format": "raw", "response_cut": "none"}
+# as the dsl_uncond_* tasks ask: no prompt (the text only names the sample and seeds it), whole span kept
+UNCOND = {"max_gen_toks": 24, "until": [], "return_stats": True, "prompt_format": "none", "response_cut": "keep"}
 
 
-def _requests(n, kwargs=UNCOND, text=""):
-    return [SimpleNamespace(args=(text, dict(kwargs)), repeats=1, doc_id=i) for i in range(n)]
+def _requests(n, kwargs=UNCOND, text=None):
+    return [SimpleNamespace(args=(f"sample-{i}" if text is None else text, dict(kwargs)), repeats=1) for i in range(n)]
 
 
 def test_unconditional_samples_from_an_empty_prompt(tiny_mdlm):
