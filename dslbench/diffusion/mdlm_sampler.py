@@ -32,9 +32,16 @@ Where this departs from the release, and why:
   unmasked position's draw is between its own token and the mask (the only two entries of its
   q), compared exactly as the full argmax would. The uniforms are still drawn over the whole
   ``[B, L, V]`` so the random stream stays the release's.
+  The top-p filter takes ``topk`` instead of a full sort when that provably keeps the same set
+  (:func:`_nucleus`), and a row that did not change keeps its probabilities.
 - A prompt (conditional generation; the release samples unconditionally from an all-mask canvas)
   is never remasked, and left padding is hidden from attention; with an empty prompt the canvas
   is the release's.
+- The parameterization runs in the logits' dtype: float32 on CPU, as the release there; on CUDA
+  the release runs its DiT under bfloat16 autocast with float32 weights, dslbench runs the model
+  in its loaded dtype (bfloat16 by default on GPU), so the two networks are not bitwise alike.
+- ``remdm-conf`` casts each confidence to bfloat16 explicitly (the release assigns the float
+  value into its bfloat16 score, which only type-checks where its p_x0 is already bfloat16).
 """
 
 from __future__ import annotations
@@ -50,9 +57,9 @@ from dslbench.diffusion.remdm import RemdmConfig
 
 NEG_INFINITY = -1000000.0  # the release's ``neg_infinity`` added to the mask logit
 SAMPLING_EPS = 1e-5  # ``_sample``'s eps: the last time is 1e-5, not 0
-CONF_DTYPE = torch.bfloat16
+CONF_DTYPE = torch.bfloat16  # the release's ``confident_score`` dtype (remdm-conf)
 SOFTMASK_BAND = (0.2, 0.8)  # IBM's MDLM_SM: feedback only for sm_t_min <= t <= sm_t_max (config.yaml optim)
-NUCLEUS_TOP = 64  # entries the top-p fast path looks at before falling back to the full sort  # the release's ``confident_score`` dtype (remdm-conf)
+NUCLEUS_TOP = 64  # entries the top-p fast path looks at before falling back to the full sort
 
 
 CACHE_MODES = ("batch", "row")
