@@ -25,6 +25,9 @@ Figures (JSON keys under ``results/bench/<mode>.json``):
 - ``adaptation``: tokens/s of one loss+backward step of the adaptation script's mdm, dsl and
   softmask objectives (:mod:`dslbench.training.objectives`), and the dsl / softmask throughput
   over mdm's as the median of paired per-repetition ratios.
+- ``mdlm``: MDLM's cached ancestral sampler (``ddpm_cache``) against a re-implementation of the
+  released loop on the same tiny MDLM-format DiT at batch 8: seconds, network calls and row
+  evaluations side by side, token identity, speed-up (``mdlm_sampler.py``).
 - ``memory``: peak memory growth of each workload: on CPU the kernel's peak resident set
   (``VmHWM`` reset through ``/proc/self/clear_refs``) minus the RSS at its start, measured in a
   child process whose large buffers are returned to the OS on free; on GPU
@@ -60,6 +63,7 @@ import converter_share  # noqa: E402
 import diffusiongemma  # noqa: E402
 import e2e_lm_eval  # noqa: E402
 import few_step_controls  # noqa: E402
+import mdlm_sampler  # noqa: E402
 import memory  # noqa: E402
 import open_ended_scoring  # noqa: E402
 import sampler_overhead  # noqa: E402
@@ -84,6 +88,7 @@ def table(res: dict) -> str:
     lines += [""] + e2e_lm_eval.table_lines(res) + open_ended_scoring.table_lines(res)
     lines += [""] + adaptation_throughput.table_lines(res)
     lines += diffusiongemma.table_lines(res)
+    lines += [""] + mdlm_sampler.table_lines(res)
     lines.append(f"\ntotal benchmark time {res['total_s']:.0f} s")
     return "\n".join(lines)
 
@@ -100,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny CI sub-mode: every code path in seconds")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda")
     ap.add_argument("--out", default=None, help="JSON path (default results/bench/<mode>.json)")
-    ap.add_argument("--only", default=None, help="comma list of parts: sampler,converter,e2e,open_ended,adaptation,memory,diffusiongemma")
+    ap.add_argument("--only", default=None, help="comma list of parts: sampler,converter,e2e,open_ended,adaptation,memory,diffusiongemma,mdlm")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -119,7 +124,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads or 1)
     elif args.threads:
         torch.set_num_threads(args.threads)
-    parts = set((args.only or "sampler,converter,e2e,open_ended,adaptation,memory,diffusiongemma").split(","))
+    parts = set((args.only or "sampler,converter,e2e,open_ended,adaptation,memory,diffusiongemma,mdlm").split(","))
     t_start = time.perf_counter()
     res: dict = {"mode": mode, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                  "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -154,6 +159,9 @@ def main(argv=None) -> int:
             for draw in ("all", "accepted"):
                 key = "diffusiongemma" if draw == "all" else "diffusiongemma+accepted"
                 res[f"sampler_overhead.{key}.b{size['overhead_batch']}"] = res["sampler_diffusiongemma"][draw]["overhead"]
+        if "mdlm" in parts:
+            res["mdlm"] = mdlm_sampler.mdlm_figures(mode, device, workdir)
+            print("mdlm figures done", f"{time.perf_counter() - t_start:.0f}s", file=sys.stderr)
     res["total_s"] = round(time.perf_counter() - t_start, 1)
     if "sampler" in res:
         res.update(flat_overheads(res))

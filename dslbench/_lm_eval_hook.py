@@ -26,6 +26,8 @@ BACKENDS = {
     "softmask_llada": "dslbench.harness.softmask_backend:SoftMaskLLaDA",
     "diffusiongemma": "dslbench.harness.diffusiongemma_backend:DiffusionGemma",
 }
+# Family-neutral names of the same backends (they also read MDLM-format checkpoints).
+ALIASES = {"mdm": "mdm_llada", "softmask": "softmask_llada"}
 
 _TARGETS = ("lm_eval.models", "lm_eval.tasks.manager")
 
@@ -33,7 +35,7 @@ _TARGETS = ("lm_eval.models", "lm_eval.tasks.manager")
 def register_backends() -> None:
     from lm_eval.api.registry import model_registry
 
-    for name, target in BACKENDS.items():
+    for name, target in [*BACKENDS.items(), *((alias, BACKENDS[name]) for alias, name in ALIASES.items())]:
         if name not in model_registry:
             model_registry.register(name, target=target)
 

@@ -332,7 +332,7 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
                        **_describe("make-tiny"))
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", default="llada", choices=["llada", "dream", "diffusiongemma", "gpt2"],
+    p.add_argument("--family", default="llada", choices=["llada", "dream", "diffusiongemma", "mdlm", "gpt2"],
                    help="checkpoint format (gpt2: a small trained GPT-2 evaluator for GenPPL / MAUVE)")
     p.set_defaults(func=_cmd_make_tiny)
 

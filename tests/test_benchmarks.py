@@ -38,3 +38,7 @@ def test_benchmark_smoke(tmp_path):
     for key in ("diffusiongemma", "diffusiongemma+accepted"):
         assert res[f"sampler_overhead.{key}.b{dg['batch']}"] > 1 and dg["nfe"] == res["sizes"]["nfe"]
     assert "diffusiongemma (entropy-bound loop" in proc.stdout and "draw=accepted" in proc.stdout
+    for case in res["mdlm"]["cases"].values():  # the exact cache: the release's tokens and calls
+        assert case["same_tokens.batch"] and case["calls.batch"] == case["calls.released"]
+        assert case["rows.row"] <= case["rows.batch"] and case["seconds.batch"] > 0
+    assert "MDLM ddpm_cache sampler vs the released loop" in proc.stdout

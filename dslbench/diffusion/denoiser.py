@@ -45,6 +45,7 @@ class ModelDenoiser:
     eos_ids: tuple[int, ...]
     vocab_size: int
     shift_logits: bool = False
+    never_predict: tuple[int, ...] = ()  # ids whose logits are -inf at the seam (MDLM's mask: its substitution parameterization)
     nfe: int = 0
     on_forward: list[Callable[[torch.Tensor], None]] = field(default_factory=list)
 
@@ -65,6 +66,9 @@ class ModelDenoiser:
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
         logits = out.logits if hasattr(out, "logits") else out
         logits = logits[:, logits.shape[1] - wanted :, : self.vocab_size]
+        if self.never_predict:
+            logits = logits.clone()
+            logits[..., list(self.never_predict)] = float("-inf")
         if self.shift_logits:
             if logits_from:
                 logits = logits[:, :-1]

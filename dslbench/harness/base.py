@@ -121,6 +121,8 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
             eos_ids=eos_ids,
             vocab_size=self.info.vocab_size,
             shift_logits=getattr(self.info, "family", "llada") == "dream",
+            # MDLM never predicts its mask (substitution parameterization): any sampler on it must not
+            never_predict=(self.info.mask_id,) if getattr(self.info, "family", "") == "mdlm" else (),
         )
         cfg_max = getattr(self.model.config, "max_sequence_length", None) or getattr(
             self.model.config, "max_position_embeddings", 4096

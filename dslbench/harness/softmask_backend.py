@@ -14,8 +14,10 @@ import logging
 import torch
 from lm_eval.api.registry import register_model
 
+from dslbench.diffusion.mdlm_sampler import SOFTMASK_BAND
 from dslbench.diffusion.softmask import SoftMaskParams, read_softmask, softmask_embeds_fn
-from dslbench.harness.args import AT_LEAST_1, POSITIVE, Arg, Range
+from dslbench.diffusion.softmask_mdlm import released_blend_fn
+from dslbench.harness.args import AT_LEAST_1, POSITIVE, UNIT, Arg, Range
 from dslbench.harness.base import SampleResult
 from dslbench.harness.mdm_backend import MDM_ARGS, MDMLLaDA
 
@@ -27,10 +29,14 @@ SOFTMASK_ARGS: dict[str, Arg] = {
     "scale": Arg(None, float, help="soft-mask scale in [0, 1) (default: from the checkpoint, else the initial value)", valid=Range(0, 1, high_open=True)),
     "centre": Arg(None, float, help="soft-mask entropy centre < 0 (default: from the checkpoint, else -0.75)", valid=Range(high=0, high_open=True)),
     "steepness": Arg(None, float, help="soft-mask steepness > 0 (default: from the checkpoint, else 6.66)", valid=POSITIVE),
+    "sm_t_min": Arg(SOFTMASK_BAND[0], float, valid=UNIT, help=(
+        "sampler=ddpm_cache (MDLM): feedback only at times t >= sm_t_min, as IBM's MDLM_SM (language/ config optim.sm_t_min)")),
+    "sm_t_max": Arg(SOFTMASK_BAND[1], float, valid=UNIT, help=(
+        "sampler=ddpm_cache (MDLM): feedback only at times t <= sm_t_max (optim.sm_t_max)")),
 }
 
 
-@register_model("softmask_llada")
+@register_model("softmask_llada", "softmask")
 class SoftMaskLLaDA(MDMLLaDA):
     NAME = "softmask_llada"
     SAMPLER_ARGS = SOFTMASK_ARGS
@@ -45,8 +51,10 @@ class SoftMaskLLaDA(MDMLLaDA):
         self._params_cache: dict[tuple, SoftMaskParams] = {}
 
     def softmask_params(self, opts: dict) -> tuple[SoftMaskParams, int]:
-        """The scalars and top-k for one request (checkpoint / init values with overrides)."""
-        k = opts["k"] if opts["k"] is not None else (self.checkpoint_k or 1)
+        """The scalars and top-k for one request (checkpoint / init values with overrides); the
+        default k is the published one: 3 at the 169M MDLM scale, 1 on the large models."""
+        default_k = 3 if getattr(self.info, "family", "") == "mdlm" else 1
+        k = opts["k"] if opts["k"] is not None else (self.checkpoint_k or default_k)
         if k < 1:
             raise ValueError(f"{self.NAME}: k={k} must be >= 1")
         key = (opts["scale"], opts["centre"], opts["steepness"])
@@ -60,7 +68,14 @@ class SoftMaskLLaDA(MDMLLaDA):
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:
         params, k = self.softmask_params(opts)
-        result = self._run_mdm(prompt_ids, prompt_mask, opts, generator, input_embeds_fn=softmask_embeds_fn(self.denoiser, params, k))
+        if self._sampler(opts) == "ddpm_cache":  # MDLM_SM as released: its arithmetic, its time band
+            if opts["sm_t_min"] > opts["sm_t_max"]:
+                raise ValueError(f"{self.NAME}: sm_t_min={opts['sm_t_min']} must be <= sm_t_max={opts['sm_t_max']}")
+            extra = {"input_embeds_fn": released_blend_fn(self.denoiser, params, k),
+                     "softmask_band": (opts["sm_t_min"], opts["sm_t_max"])}
+        else:
+            extra = {"input_embeds_fn": softmask_embeds_fn(self.denoiser, params, k)}
+        result = self._run_mdm(prompt_ids, prompt_mask, opts, generator, **extra)
         values = params.values()
         result.extra.update({
             "softmask_k": k,

@@ -395,12 +395,14 @@ def _llada_info(config, tokenizer, directory: Path) -> ModelInfo:
 FAMILY_LOADERS: dict[str, str] = {
     "llada": "dslbench.models.loading:load_llada_dir",
     "dream": "dslbench.models.dream:load_dream_dir",
+    "mdlm": "dslbench.models.mdlm_checkpoint:load_mdlm_dir",
 }
 
 # config.json model_type (lower-cased) -> family
 MODEL_TYPE_FAMILIES: dict[str, str] = {
     "llada": "llada",
     "dream": "dream",
+    "mdlm": "mdlm",
 }
 
 

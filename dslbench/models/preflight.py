@@ -68,6 +68,12 @@ def _tokenizer_problem(directory: Path, raw: dict[str, Any], backend: str) -> No
 
         config = validated_dream_config(raw, directory / "config.json")
         _dream_info(config, load_dream_tokenizer(directory, config), directory)
+    elif family == "mdlm":  # the config; a folder without tokenizer.json gets GPT-2's at load time
+        from dslbench.models.mdlm_checkpoint import mdlm_config_from_dir, with_mask_token
+
+        config = mdlm_config_from_dir(directory)
+        if (directory / "tokenizer.json").is_file():
+            with_mask_token(load_tokenizer(directory, config), config.vocab_size, directory)
 
 
 def checkpoint_problems(directory: str | os.PathLike, backend: str) -> list[str]:

@@ -16,7 +16,7 @@ from dslbench.models.staging import staged_checkpoint_dir
 from dslbench.models.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
 
 DEFAULT_TOKENIZER_VOCAB = 1024
-TINY_FAMILIES = ("llada", "dream", "diffusiongemma", "gpt2")  # gpt2: the GenPPL / MAUVE evaluator
+TINY_FAMILIES = ("llada", "dream", "diffusiongemma", "mdlm", "gpt2")  # gpt2: the GenPPL / MAUVE evaluator
 
 
 def tiny_config(
@@ -146,6 +146,12 @@ def make_tiny(
             raise ValueError(f"config overrides {sorted(config_overrides)} are only supported for family='llada'")
         return make_tiny_gpt2(out, seed=seed, texts=list(texts) if texts is not None else None)
     _seed_everything(seed)
+    if family == "mdlm":  # its own GPT-2-style tokenizer (byte-level BPE + [MASK] last), as released
+        from dslbench.models.mdlm_checkpoint import make_tiny_mdlm
+
+        if config_overrides:
+            raise ValueError(f"config overrides {sorted(config_overrides)} are only supported for family='llada'")
+        return make_tiny_mdlm(out, seed=seed, texts=list(texts) if texts is not None else None)
     corpus = list(texts) if texts is not None else _default_corpus(seed)
     tokenizer = train_tokenizer(corpus, vocab_size=DEFAULT_TOKENIZER_VOCAB)
     if family == "dream":

@@ -73,6 +73,9 @@ class AdaptModule(nn.Module):
         self.vocab_size = int(info.vocab_size)
         self.mask_id = None if info.mask_id is None else int(info.mask_id)  # uniform-state models have none
         self.shift_logits = bool(getattr(info, "shift_logits", False) or getattr(info, "family", "") == "dream")
+        # MDLM's substitution parameterization: its mask is never a prediction (logit -inf), in
+        # training as in the released sampler
+        self.never_predict = self.mask_id if getattr(info, "family", "") == "mdlm" else None
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)
@@ -85,6 +88,10 @@ class AdaptModule(nn.Module):
         logits = (out.logits if hasattr(out, "logits") else out)[..., : self.vocab_size]
         if self.shift_logits:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        if self.never_predict is not None:
+            column = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            column[self.never_predict] = True
+            logits = logits.masked_fill(column, float("-inf"))
         return logits
 
     def forward(self, input_ids, attention_mask, response_mask, generator: torch.Generator | None = None) -> LossOutput:
@@ -188,6 +195,10 @@ class Objective:
 
 def save_backbone(backbone: nn.Module, tokenizer, info, out_dir: Path, base_dir: str | None = None) -> Path:
     """Write the backbone as an evaluation checkpoint (atomic) in the layout of its family."""
+    if getattr(info, "family", "llada") == "mdlm":
+        from dslbench.models.mdlm_checkpoint import save_mdlm_checkpoint
+
+        return save_mdlm_checkpoint(backbone, tokenizer, out_dir)
     if getattr(info, "family", "llada") == "dream":
         import json
 
