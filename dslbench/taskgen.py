@@ -17,6 +17,16 @@ def group_yaml(header: str, name: str, members: list[str], comment: str, version
     return text + f"metadata:\n  version: {version}\n"
 
 
+def metric_block(metrics, module: str) -> str:
+    """An lm-eval ``metric_list`` from ``(metric, aggregation, higher_is_better)`` rows; an
+    aggregation other than ``mean`` is the function of that name in the task's ``module``."""
+    lines = ["metric_list:"]
+    for name, agg, hib in metrics:
+        how = "mean" if agg == "mean" else f"!function {module}.{agg}"
+        lines += [f"  - metric: {name}", f"    aggregation: {how}", f"    higher_is_better: {str(hib).lower()}"]
+    return "\n".join(lines) + "\n"
+
+
 def write_or_check(files: dict[str, str], here: Path, script: str, check: bool) -> int:
     """Write ``files`` (relative path -> text) under ``here``; with ``check``, write nothing and
     return 1 naming every file that differs from what ``script`` would write."""

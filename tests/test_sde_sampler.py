@@ -224,6 +224,22 @@ def test_posterior_mean_reuses_its_buffers_and_gives_the_same_values():
     assert {k: shape for k, (_, shape) in other.items()} == {"keep": (1, 5, 40), "weights": (1, 5, 40)}
 
 
+def test_posterior_mean_on_logits_far_below_the_maximum_keeps_its_bits():
+    # Dropped logits 100-300 below the maximum are raised to the threshold before exp (whose CPU
+    # kernel is slow for them); the result must equal the plain formula bit for bit.
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 5, 40, generator=g) * 2
+    logits[..., 20:] -= 100 + 200 * torch.rand(2, 5, 20, generator=g)
+    emb = torch.randn(40, 6, generator=g)
+    for k in (3, 19, 20, 25):  # 25: the threshold itself far below the maximum
+        thr = logits.sort(dim=-1, descending=True).values[..., k - 1 : k]
+        top = logits.amax(dim=-1, keepdim=True)
+        w = (logits - top).exp() * (logits >= thr)
+        want = (w @ emb) / w.sum(dim=-1, keepdim=True)
+        assert torch.equal(posterior_mean(logits, emb, k, {}), want), k
+        assert torch.equal(posterior_mean(logits, emb, k), want), k
+
+
 def test_kth_largest_with_a_work_buffer_matches_sorting():
     x = torch.randn(3, 5, 8)
     work = torch.empty(3, 5, 8)

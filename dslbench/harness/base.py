@@ -26,7 +26,7 @@ from dslbench.diffusion.denoiser import ModelDenoiser
 from dslbench.harness.args import AT_LEAST_1, Arg, Range, convert, parse_args
 from dslbench.harness.distributed import DistributedMixin
 from dslbench.harness.likelihood import LikelihoodMixin
-from dslbench.harness.prompts import PromptMixin, check_prompt_format
+from dslbench.harness.prompts import UNCONDITIONAL, PromptMixin, check_prompt_format
 from dslbench.harness.repair import REPAIR_KEYS, RepairMixin, repair_options
 from dslbench.harness.result import SampleResult
 from dslbench.metrics.sample_stats import attach_stats
@@ -35,7 +35,9 @@ __all__ = ["COMMON_ARGS", "DiffusionBackend", "SampleResult"]
 
 log = logging.getLogger(__name__)
 
-RESPONSE_CUTS = ("eos", "none")
+# keep: the whole span decoded as is, special tokens included (MDLM / ReMDM's ``batch_decode(row)``
+# of an unconditional sample, whose EOS marks the evaluator then re-reads as EOS)
+RESPONSE_CUTS = ("eos", "none", "keep")
 
 COMMON_ARGS: dict[str, Arg] = {
     "pretrained": Arg(None, str, help="local checkpoint directory or hub id"),
@@ -45,7 +47,7 @@ COMMON_ARGS: dict[str, Arg] = {
     "max_batch_size": Arg(None, int, help="accepted for lm-eval compatibility; batch_size is used", valid=AT_LEAST_1),
     "seed": Arg(1234, int, help="seed of every random draw of the sampler", ceiling=None),
     "max_length": Arg(None, int, help="max prompt + generation tokens (default: the model's max_sequence_length)", valid=Range(2)),
-    "response_cut": Arg("eos", str, RESPONSE_CUTS, "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding)"),
+    "response_cut": Arg("eos", str, RESPONSE_CUTS, "eos: text ends at the first EOS/EoT; none: whole span, special tokens skipped (published decoding); keep: whole span, special tokens kept (MDLM / ReMDM unconditional samples)"),
     "mc_num": Arg(128, int, help="Monte-Carlo samples for loglikelihood", valid=AT_LEAST_1),
     "mc_batch_size": Arg(32, int, help="Monte-Carlo samples per forward for loglikelihood", valid=AT_LEAST_1),
     "prompt_cache": Arg(False, bool, help="approximate prompt K/V cache for generation (Fast-dLLM style): the prompt no longer sees the evolving span"),
@@ -238,11 +240,14 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
     def _decode(self, row: torch.Tensor, response_cut: str | None = None) -> tuple[str, int]:
         """Text of one generated span and its token count (before EOS when cutting there)."""
         ids = row.tolist()
-        if (response_cut or self.args["response_cut"]) == "eos":
+        cut = response_cut or self.args["response_cut"]
+        special = set(self.tokenizer.all_special_ids)
+        if cut == "keep":
+            return self.tokenizer.decode(ids, skip_special_tokens=False), sum(1 for t in ids if t not in special)
+        if cut == "eos":
             ends = [ids.index(e) for e in self.denoiser.eos_ids if e in ids]
             if ends:
                 ids = ids[: min(ends)]
-        special = set(self.tokenizer.all_special_ids)
         n_tokens = sum(1 for t in ids if t not in special)
         return self.tokenizer.decode(ids, skip_special_tokens=True), n_tokens
 
@@ -351,11 +356,14 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
         from dslbench.diffusion.rng import row_generators
 
         gen_length = opts["gen_length"]
+        unconditional = opts.get("prompt_format") == UNCONDITIONAL
         budget = self.max_length - gen_length
-        if budget < 1:
+        if budget < (0 if unconditional else 1):
             raise ValueError(f"gen_length={gen_length} leaves no room for a prompt within max_length={self.max_length}")
         cuts = [self._cut_range(len(c), budget) for c in contexts]
-        seeds, rng_device = self._row_seeds(contexts, opts)
+        # unconditional rows have no prompt ids: each is seeded from its sample's name instead
+        seed_keys = [list(p.encode("utf-8")) for p in prompts] if unconditional and prompts is not None else contexts
+        seeds, rng_device = self._row_seeds(seed_keys, opts)
         dropped_text = [
             self._dropped_text(prompts[i], contexts[i], *cut) if prompts is not None else ""
             for i, cut in enumerate(cuts)
@@ -393,6 +401,8 @@ class DiffusionBackend(DistributedMixin, PromptMixin, RepairMixin, LikelihoodMix
                     **result.extra,
                     **(result.row_extra[row] if result.row_extra else {}),
                 }
+                if unconditional:  # the whole span's ids: the released per-sample token entropy reads them
+                    stats["gen_ids"] = result.tokens[row].tolist()
                 text = attach_stats(text, stats)
             texts.append(text)
         return texts

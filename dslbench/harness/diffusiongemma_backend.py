@@ -121,6 +121,9 @@ class DiffusionGemma(DiffusionBackend):
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator) -> SampleResult:
         from dslbench.diffusion.entropy_bound import entropy_bound_generate
 
+        if opts.get("prompt_format") == "none":
+            raise ValueError(f"{self.NAME}: unconditional generation (prompt_format=none, the dsl_uncond_* tasks) is "
+                             "not supported: this encoder-decoder needs a prompt to encode")
         gen_length, stopping = opts["gen_length"], opts["stopping"]
         canvases, steps = plan_canvases(gen_length, opts["nfe"], self.info.canvas_length, stopping)
         cfg = sampler_config(self.model.generation_config, steps, stopping, opts["draw"], self.info.pad_id)

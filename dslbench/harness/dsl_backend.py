@@ -112,6 +112,9 @@ class DSLLLaDA(DiffusionBackend):
         and a row still draws from its own generator (batch-invariant)."""
         if opts["numerics"] != "released":
             return super()._row_seeds(contexts, opts)
+        if opts.get("prompt_format") == "none":
+            raise ValueError(f"{self.NAME}: numerics=released seeds every prompt alike, so every unconditional "
+                             "sample would be the same; use numerics=dslbench for the dsl_uncond_* tasks")
         return [self.args["seed"]] * len(contexts), self.device
 
     def _sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, opts: dict, generator: torch.Generator) -> SampleResult:

@@ -12,8 +12,12 @@ log = logging.getLogger(__name__)
 # A task's generation kwarg ``prompt_format`` (absent: the prompt as lm-eval gives it, BOS added):
 # chat = one user turn through the model's chat template, tokenized without added special tokens
 # (the template carries BOS); raw = the text tokenized without any special token, no BOS. Both are
-# how the released open-ended script builds its prompts (``--prompts`` and ``--prefixes``).
-PROMPT_FORMATS = ("chat", "raw")
+# how the released open-ended script builds its prompts (``--prompts`` and ``--prefixes``);
+# none = unconditional generation (the ``dsl_uncond_*`` tasks): the model sees no prompt at all
+# (no BOS: MDLM / ReMDM sample from an all-mask canvas) and the request's text is only the
+# sample's name, from which its seed is derived (every empty prompt would otherwise share one).
+PROMPT_FORMATS = ("chat", "raw", "none")
+UNCONDITIONAL = "none"
 _PROBE = "\x00dslbench-probe\x00"
 
 
@@ -54,11 +58,11 @@ class PromptMixin:
             return text
         head = self._template_head()
         templated = bool(head) and text.startswith(head)
-        if prompt_format == "raw":
+        if prompt_format in ("raw", UNCONDITIONAL):
             if templated:
                 raise ValueError(
-                    f"{self.NAME}: this task's prompts are plain text without a chat template (prompt_format=raw, "
-                    "as released); run it without --apply_chat_template"
+                    f"{self.NAME}: this task's prompts are plain text without a chat template (prompt_format="
+                    f"{prompt_format}, as released); run it without --apply_chat_template"
                 )
             return text
         if not head:
@@ -69,6 +73,8 @@ class PromptMixin:
         return text if templated else self.apply_chat_template([{"role": "user", "content": text}])
 
     def _encode_context(self, text: str, prompt_format: str | None = None) -> list[int]:
+        if prompt_format == UNCONDITIONAL:  # the text names the sample; the model sees nothing
+            return []
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if prompt_format is not None:  # chat: the template holds BOS; raw: none, as released
             return ids

@@ -7,6 +7,7 @@
 - ``repair``: selective-corruption repair fix / preserve rates (token and word level)
 - ``efficiency``: NFE, generated tokens, seconds per sample, tokens per forward
 - ``open_ended``: the released open-ended metrics (GenPPL, D2 / D3, Rep, words, n_valid, empty)
+- ``uncond``: unconditional generation as ReMDM scores it (per-sample token entropy, token-pooled GenPPL)
 - ``evaluator``: the GenPPL / MAUVE evaluator causal LM (loaded once per process), MAUVE
 - ``sample_stats``: the per-sample record a backend attaches to a response and tasks / reports split off
 

@@ -5,6 +5,9 @@ id or local folder).
   device the dslbench backends announced with :func:`set_default_device` (else CPU).
 - :meth:`Evaluator.score`: per text ``(mean token NLL, n_tokens)`` on the released 128-word cut,
   exactly HF's ``model(ids, labels=ids).loss``, batched; ``None`` for a text that is not scored.
+- :meth:`Evaluator.score_chunked`: per text ``(summed NLL, scored tokens)`` as ReMDM's
+  ``compute_generative_perplexity`` scores unconditional samples (whole text, chunks of the
+  evaluator's context, EOS rule), for a token-pooled GenPPL.
 - :meth:`Evaluator.features`: MAUVE features, computed by mauve-text's own featurizer.
 - :func:`mauve_score` / :func:`released_mauve`: MAUVE on those features (mauve-text defaults).
 """
@@ -112,6 +115,61 @@ class Evaluator:
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
             keep = mask[:, 1:].float()
             return ((nll * keep).sum(1) / keep.sum(1)).tolist()
+
+    @property
+    def context_size(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
+
+    def score_chunked(self, texts: Sequence[str], max_length: int,
+                      batch_size: int = 8) -> list[tuple[float, int]]:
+        """Per text ``(summed NLL, scored tokens)`` as kuleshov-group/remdm's
+        ``compute_generative_perplexity`` scores them; GenPPL = exp(sum of NLLs / sum of tokens).
+
+        All texts are tokenized together (truncated at ``max_length``, right-padded with EOS to the
+        longest), split into chunks of the evaluator's context, each chunk scored alone with no
+        BOS (its first token is never a target). A target counts when it is not EOS, or when it is
+        the chunk's first EOS: so a text shorter than the longest also scores the EOS that the
+        padding puts after it, as released. Departure: the chunk is the evaluator's own context
+        (:attr:`context_size`), where the release hard-codes 1,024 (GPT-2's, so equal there)."""
+        import torch
+
+        if not texts:
+            return []
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError(f"evaluator {self.name}: its tokenizer has no EOS token, which the ReMDM GenPPL needs")
+        rows = [self.tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+        width = max(max(len(r) for r in rows), 1)
+        ids = torch.full((len(rows), width), eos, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, :len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[k, :len(r)] = 1
+        out = []
+        for start in range(0, len(rows), batch_size):
+            sums = torch.zeros(min(batch_size, len(rows) - start), dtype=torch.float64)
+            counts = torch.zeros_like(sums, dtype=torch.long)
+            for chunk, chunk_mask in zip(torch.split(ids[start:start + batch_size], self.context_size, dim=-1),
+                                         torch.split(mask[start:start + batch_size], self.context_size, dim=-1)):
+                nll, keep = self._chunk_nll(chunk, chunk_mask, eos)
+                sums += torch.where(keep.bool(), nll, 0.0).sum(-1).double().cpu()  # an all-padding row's NaN is no target
+                counts += keep.sum(-1).cpu()
+            out += [(float(s), int(c)) for s, c in zip(sums, counts)]
+        return out
+
+    def _chunk_nll(self, chunk, chunk_mask, eos: int):
+        """Per-target NLL of one chunk and the released mask (non-EOS targets and the first EOS)."""
+        import torch
+        import torch.nn.functional as F
+
+        chunk, chunk_mask = chunk.to(self.device), chunk_mask.to(self.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=chunk, attention_mask=chunk_mask, use_cache=False).logits.float()
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), chunk[:, 1:], reduction="none")
+        first_eos = (chunk == eos).cumsum(-1) == 1
+        keep = (first_eos | (chunk != eos))[:, 1:]
+        return nll, keep.long()
 
     def tokenize_for_mauve(self, texts: Sequence[str], max_tokens: int = 256) -> list:
         """Exactly mauve-text's ``get_features_from_input`` tokenization: ``(1, n)`` LongTensors."""

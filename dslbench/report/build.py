@@ -31,7 +31,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from dslbench.report import open_ended, tables
+from dslbench.report import open_ended, tables, uncond
 from dslbench.report.io import write_bytes_atomic, write_csv_atomic, write_parquet_atomic, write_text_atomic
 from dslbench.report.load import ID_COLUMNS, TIMING_METRICS, Loaded, ReportWarning, load_runs
 from dslbench.report.plots import make_plots
@@ -187,7 +187,8 @@ def _write_report(loaded: Loaded, run_dirs: list[Path], out: Path, *, headline_n
 
     blocks = report_blocks(cells, samples, paired, pareto, plots, published, loaded, run_dirs,
                            headline_nfe=headline_nfe, title=title, note=note, n_boot=n_boot, seed=seed,
-                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots))
+                           open_ended_blocks=open_ended.section(cells, paired, published, oe_plots)
+                           + uncond.section(cells, published, out / "plots"))
     files["report.md"] = write_text_atomic(to_markdown(blocks, out), out / "report.md")
     files["report.html"] = write_text_atomic(to_html(blocks, title), out / "report.html")
     return files

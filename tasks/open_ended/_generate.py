@@ -55,11 +55,9 @@ SETS = {
 
 
 def _metric_block(with_mauve: bool) -> str:
-    lines = ["metric_list:"]
-    for name, agg, hib in METRICS + ((MAUVE,) if with_mauve else ()):
-        how = "mean" if agg == "mean" else f"!function gen_utils.{agg}"
-        lines += [f"  - metric: {name}", f"    aggregation: {how}", f"    higher_is_better: {str(hib).lower()}"]
-    return "\n".join(lines) + "\n"
+    from dslbench.taskgen import metric_block
+
+    return metric_block(METRICS + ((MAUVE,) if with_mauve else ()), "gen_utils")
 
 
 def common_yaml() -> str:
