@@ -179,7 +179,7 @@ class Objective:
 
     # ---- output
     def save_final(self, module: AdaptModule, tokenizer, info, out_dir: Path, record: dict) -> Path:
-        """Default: the backbone in its own evaluation layout (LLaDA or Dream)."""
+        """Default: the backbone in its own evaluation layout (LLaDA, Dream or MDLM)."""
         return save_backbone(module.backbone, tokenizer, info, out_dir, record.get("base_dir"))
 
     def config(self) -> dict[str, Any]:
@@ -188,6 +188,10 @@ class Objective:
 
 def save_backbone(backbone: nn.Module, tokenizer, info, out_dir: Path, base_dir: str | None = None) -> Path:
     """Write the backbone as an evaluation checkpoint (atomic) in the layout of its family."""
+    if getattr(info, "family", "llada") == "mdlm":  # the released mdlm-owt layout
+        from dslbench.models.mdlm_checkpoint import save_mdlm_checkpoint
+
+        return save_mdlm_checkpoint(backbone, tokenizer, out_dir)
     if getattr(info, "family", "llada") == "dream":
         import json
 
