@@ -100,6 +100,8 @@ def head_parameters(backbone: nn.Module) -> list[nn.Parameter]:
     """The output head's parameters (empty when the head is tied to the input embedding)."""
     get = getattr(backbone, "get_output_embeddings", None)
     head = get() if get is not None else None
+    if head is None:  # MDLM's DiT: its unembedding is output_layer.linear (the analogue of LLaDA's ff_out)
+        head = getattr(getattr(getattr(backbone, "backbone", None), "output_layer", None), "linear", None)
     if head is None:
         return []
     tied = backbone.get_input_embeddings()

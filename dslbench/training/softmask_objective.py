@@ -97,6 +97,8 @@ SOFTMASK_LR = 1e-2  # the released trainer's learning rate for the scalars
 SOFTMASK_K = 1
 MDLM_SOFTMASK_K = 3  # mdlm_sm.yaml: mixinputs_k
 MDLM_T_BAND = (0.2, 0.8)  # the language/ config's optim.sm_t_min / sm_t_max
+K_AUTO = "auto (1; 3 on an MDLM base)"
+BAND_AUTO = "auto (0.2-0.8 on an MDLM base, else none)"
 SOFTMASK_PER = ("batch", "sequence")
 EXTRA_NAME = "softmask"
 
@@ -142,6 +144,7 @@ class SoftMaskObjective(MDMObjective):
         except ValueError as err:
             raise ObjectiveError(f"--softmask-init-*: {err}") from None
         self.continued_from_softmask = False
+        self.built = False
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -170,6 +173,7 @@ class SoftMaskObjective(MDMObjective):
     # ---- set-up
     def build(self, backbone, tokenizer, info, base_dir: Path | None = None, preloaded=None):
         mdlm = getattr(info, "family", "") == "mdlm"
+        self.built = True
         if self.k_auto and mdlm:
             self.k = MDLM_SOFTMASK_K
         if self.band is None and mdlm:
@@ -261,8 +265,9 @@ class SoftMaskObjective(MDMObjective):
         return path
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "softmask_k": "auto (1; 3 on an MDLM base)" if self.k_auto else self.k,
-                "softmask_t_band": list(self.band) if self.band else "auto (0.2-0.8 on an MDLM base, else none)", "softmask_prob": self.prob, "softmask_per": self.per,
+        # before build (the run record) an automatic k / band is not decided yet: say so
+        return {**super().config(), "softmask_k": self.k if self.built or not self.k_auto else K_AUTO,
+                "softmask_t_band": list(self.band) if self.band else (None if self.built else BAND_AUTO), "softmask_prob": self.prob, "softmask_per": self.per,
                 "softmask_lr": self.lr, "continued_from_softmask_checkpoint": self.continued_from_softmask,
                 "softmask_init": {**SoftMaskParams().values(), **self.init} if not self.continued_from_softmask
                 else "base checkpoint" + (f" with {self.init}" if self.init else ""),
