@@ -161,9 +161,12 @@ def test_prompt_and_pads_stay_clean_and_out_of_the_loss(tiny_mdlm):
 
 @pytest.mark.parametrize("scale", [0.6, 1e-6])
 def test_softmask_on_mdlm_is_the_released_mdlm_sm_step(tiny_mdlm, scale):
+    # centre near the random model's entropy (~log V): lambda ~ scale / 2, so the blend matters
     module, obj, info = _module(tiny_mdlm, "softmask", softmask_prob=1.0, softmask_init_scale=scale,
-                                softmask_init_centre=-2.0, softmask_init_steepness=3.0)
+                                softmask_init_centre=-6.0, softmask_init_steepness=1.0)
     assert obj.k == 3 and obj.band == (0.2, 0.8)  # mdlm_sm.yaml / language/ config
+    with torch.no_grad():  # a loud [MASK] logit: only SUBS keeps it out of the first pass's top-k
+        module.backbone.backbone.output_layer.linear.bias[info.mask_id] += 20.0
     batch = _blocks(info)
     ours = module(batch.input_ids, batch.attention_mask, batch.response_mask, step_generator(4, 0, 0, 0))
     v = module.extras["softmask"].values()

@@ -106,6 +106,8 @@ def test_checkpoint_layout_decodes_and_continues(tiny_mdlm, tmp_path):
     assert keys(out / "dsl.safetensors") == set(DSL_KEYS)
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "mdlm" and config["architectures"] == ["MDLM"]
+    record = json.loads((out / "adapt_config.json").read_text())["objective_config"]
+    assert any(c.startswith("adaLN conditioning") for c in record["mdlm_open_choices"])
     stored = json.loads((out / "dsl_config.json").read_text())
     assert stored["d_model"] == config["hidden_dim"] and stored["mask_token_id"] == config["vocab_size"] - 1
 

@@ -265,4 +265,5 @@ class DSLObjective(Objective):
                 "converter_grad_scale": self.grad_scale, "head_lora_rank": self.lora_rank,
                 "head_lora_alpha": self.lora_alpha if self.lora_rank else None,
                 "continued_from_dsl_checkpoint": self.resumed_from_dsl,
-                "mdlm_bases": list(MDLM_OPEN_CHOICES)}
+                # after build, on an MDLM base (the final adapt_config.json): the open choices taken
+                **({"mdlm_open_choices": list(MDLM_OPEN_CHOICES)} if self.family == "mdlm" else {})}

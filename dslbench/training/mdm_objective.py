@@ -112,8 +112,7 @@ class MDMObjective(Objective):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "mask_eps": self.eps, "loss_weight": self.weighting,
-                "normalisation": "per-row response length (LLaDA SFT)",
-                "mdlm_bases": "MDLM's released loss (antithetic t, SUBS, 1/t, token mean over the micro-batch)"}
+                "normalisation": "per-row response length (LLaDA SFT)"}
 
 
 def is_mdlm(module: AdaptModule) -> bool:
