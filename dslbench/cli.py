@@ -6,6 +6,59 @@ import argparse
 import sys
 
 
+# What each command's --help opens with: what it does, one example, its docs page (kept to one
+# screen above the option list; tests/test_docs_cli_help.py checks the example and the page).
+_DESCRIPTIONS = {
+    "dslbench": ("Few-step evaluation and robustness benchmarks for diffusion language models, as an "
+                 "lm-evaluation-harness plugin. Sub-commands import their (heavy) modules only when run; "
+                 "`dslbench COMMAND --help` says more.",
+                 "dslbench demo --out results/demo", "docs/index.md"),
+    "make-tiny": ("Write a randomly initialised tiny checkpoint (LLaDA, Dream or DiffusionGemma format) with a "
+                  "tokenizer trained offline, or a small trained GPT-2 evaluator (--family gpt2), for tests and "
+                  "first runs. The same seed gives the same bytes.",
+                  "dslbench make-tiny --out tiny", "docs/quickstart.md"),
+    "demo": ("The embedded default, offline on a CPU: a synthetic corpus, tiny models pre-trained and adapted "
+             "three ways with equal compute, evaluated through lm-eval at NFE 4/8/16, then leaderboard.csv, "
+             "plots/ and report.html in --out. Models and evaluated cells are cached there.",
+             "dslbench demo --out results/demo", "docs/demo.md"),
+    "regress": ("Rebuild a pinned, seeded subset of the demo, re-evaluate it and compare every metric with the "
+                "committed expectations (each within a tolerance); exit non-zero on any change. --update "
+                "rewrites the expectations after an intended change.",
+                "dslbench regress --out results/regress", "docs/regress.md"),
+    "report": ("Read lm-eval output folders (--output_path ... --log_samples) and write leaderboard.csv, the "
+               "per-sample table, trade-off plots, paired comparisons and report.md / report.html.",
+               "dslbench report out/ --out report/", "docs/reports.md"),
+    "leaderboard": ("Evaluate a models x tasks x budgets matrix from a YAML config (finished cells are skipped, "
+                    "so a rerun resumes), locally or on Ray, then write the leaderboard and the report.",
+                    "dslbench leaderboard --config baselines/tiny.yaml --dry-run", "docs/reports.md"),
+    "trace": ("Decode one prompt with each backend exactly as lm-eval would (same model args, seed and "
+              "sampler) and show every step: tokens committed (masked diffusion / soft-mask) or the nearest "
+              "tokens of the continuous state (DSL), with their confidence; an HTML page and PNG heat-maps.",
+              'dslbench trace --backend mdm_llada --model-args pretrained=PATH/TO/CHECKPOINT --prompt "Summarize: ..." '
+              "--nfe 8", "docs/reports.md"),
+    "adapt": ("Adaptation script. Defaults follow the published recipe: 1,000 steps, AdamW lr 2e-5, 100 warm-up "
+              "steps then constant, weight decay 0.1 (the released Trainer's parameter rule), grad clip 1.0, bf16 "
+              "on GPUs (fp32 on CPU), output head and noise embedding frozen for dsl, prompt noised like the "
+              "response, loss a token mean over the micro-batch. Run it as is on a CPU, or under `accelerate "
+              "launch --config_file $(python -c 'import dslbench.training as t; "
+              "print(t.config_path(\"deepspeed_zero2\"))') -m dslbench.cli adapt ...` on GPUs.",
+              "dslbench adapt --base PATH/TO/CHECKPOINT --objective dsl --out dsl-ckpt", "docs/adaptation.md"),
+    "eval": ("Run lm-eval with dslbench's backends and tasks registered: the same arguments as `lm_eval` "
+             "(`dslbench eval --help` is lm-eval's own help).",
+             "dslbench eval --model mdm_llada --model_args pretrained=tiny --tasks dsl_summ_synth_16step --limit 2",
+             "docs/backends.md"),
+}
+
+
+def _describe(command: str) -> dict:
+    """``description`` (what it does, an example, the docs page) and a formatter that keeps its lines."""
+    import textwrap
+
+    text, example, page = _DESCRIPTIONS[command]
+    return {"description": textwrap.fill(text, 78, break_on_hyphens=False) + f"\n\nexample:\n  {example}\n\ndocs: {page}",
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
     from dslbench.errors import describe_os_error
     from dslbench.models.tiny import make_tiny
@@ -223,12 +276,8 @@ def _add_adapt_parser(sub, objective_args: bool) -> None:
     p = sub.add_parser(
         "adapt",
         help="adapt a base checkpoint (DSL, the masked-diffusion control, ...) into an evaluable checkpoint",
-        description="Adaptation script. Defaults follow the published recipe: 1,000 steps, AdamW lr 2e-5, "
-        "100 warm-up steps then constant, weight decay 0.1 (the released Trainer's parameter rule), grad clip 1.0, "
-        "bf16 on GPUs (fp32 on CPU), output head and noise embedding frozen for dsl, prompt noised like the "
-        "response, loss a token mean over the micro-batch. Run it as is on a CPU, or under "
-        "`accelerate launch --config_file $(python -c 'import dslbench.training as t; print(t.config_path(\"deepspeed_zero2\"))') "
-        "-m dslbench.cli adapt ...` on GPUs.",
+        usage="dslbench adapt --base BASE --out OUT [--objective NAME] [options; the list below]",
+        **_describe("adapt"),
     )
     p.add_argument("--base", required=True, help="base checkpoint directory or hub id")
     p.add_argument("--objective", default="dsl", help="dsl, mdm, softmask, uniform (DiffusionGemma-format models) or another registered objective (default dsl); each objective's own options are listed below")
@@ -276,17 +325,19 @@ def _add_adapt_parser(sub, objective_args: bool) -> None:
 
 
 def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dslbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dslbench", **_describe("dslbench"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("make-tiny", help="write a randomly initialised tiny checkpoint with its tokenizer")
+    p = sub.add_parser("make-tiny", help="write a randomly initialised tiny checkpoint with its tokenizer",
+                       **_describe("make-tiny"))
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", default="llada", choices=["llada", "dream", "diffusiongemma", "mdlm", "gpt2"],
                    help="checkpoint format (gpt2: a small trained GPT-2 evaluator for GenPPL / MAUVE)")
     p.set_defaults(func=_cmd_make_tiny)
 
-    p = sub.add_parser("demo", help="the embedded default: tiny models, synthetic data, leaderboard and report")
+    p = sub.add_parser("demo", help="the embedded default: tiny models, synthetic data, leaderboard and report",
+                       **_describe("demo"))
     p.add_argument("--out", default="results/demo", help="output directory (models are cached here)")
     p.add_argument("--preset", default="demo", choices=["demo", "regress", "smoke"],
                    help="demo: the full embedded default; regress: its pinned subset; smoke: seconds, for tests")
@@ -298,13 +349,15 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
                         "its CPU steps take 2-3x a LLaDA step's time, about 45%% of the demo's model building)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("regress", help="re-run a pinned small configuration and compare with committed expectations")
+    p = sub.add_parser("regress", help="re-run a pinned small configuration and compare with committed expectations",
+                       **_describe("regress"))
     p.add_argument("--out", default="results/regress", help="work directory (models are cached here)")
     p.add_argument("--expected", default=None, help="expectations JSON (default: baselines/regression/expected.json)")
     p.add_argument("--update", action="store_true", help="rewrite the expectations after an intended change")
     p.set_defaults(func=_cmd_regress)
 
-    p = sub.add_parser("report", help="lm-eval output directories -> leaderboard.csv, samples, plots, report.md/html")
+    p = sub.add_parser("report", help="lm-eval output directories -> leaderboard.csv, samples, plots, report.md/html",
+                       **_describe("report"))
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="lm-eval --output_path folders (searched recursively)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--strict", action="store_true", help="treat partial inputs (missing samples, unreadable runs) as errors")
@@ -315,7 +368,8 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--baselines", default=None, help="folder of published_*.csv (default: the shipped baselines/)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("leaderboard", help="run a models x tasks x budgets matrix (resumable), then the report")
+    p = sub.add_parser("leaderboard", help="run a models x tasks x budgets matrix (resumable), then the report",
+                       **_describe("leaderboard"))
     p.add_argument("--config", required=True, help="YAML matrix config, e.g. baselines/tiny.yaml")
     p.add_argument("--out", default=None, help="output directory (default: the config's output)")
     p.add_argument("--force", action="store_true", help="re-evaluate finished cells")
@@ -338,9 +392,7 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "trace",
         help="how one output evolves step by step per backend: HTML page + PNG heat-maps",
-        description="Decode one prompt with each backend exactly as lm-eval would (same model args, seed and "
-        "sampler) and show every step: tokens committed (masked diffusion / soft-mask) or the nearest tokens of "
-        "the continuous state (DSL), with their confidence.",
+        **_describe("trace"),
     )
     p.add_argument("--backend", "--compare", dest="backend", action="append", metavar="NAME",
                    help="mdm_llada, softmask_llada or dsl_llada; repeat it (or give a comma-separated list) to "
@@ -360,6 +412,7 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
         "eval",
         help="run lm-eval with dslbench registered (same arguments as lm_eval)",
         add_help=False,
+        **_describe("eval"),
     )
     p.set_defaults(func=_cmd_eval, passthrough=True)
     return parser
