@@ -1,5 +1,6 @@
-"""``dslbench adapt`` on an MDLM-format base: mdm and softmask objectives (the dsl objective is
-refused by name: the DSL converter on MDLM's DiT is not implemented)."""
+"""``dslbench adapt`` on an MDLM-format base: mdm and softmask run end to end, the mask is never
+a prediction, the checkpoint is written in the released layout (the losses themselves:
+tests/test_adapt_mdlm.py; the dsl objective on MDLM: tests/test_adapt_mdlm_dsl.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch
 
 from dslbench.models.loading import load_model
 from dslbench.training.loop import AdaptConfig, run_adapt
-from dslbench.training.objective import ObjectiveError
 from tests.mdlm_reference import load_released
 
 
@@ -58,7 +58,3 @@ def test_training_never_predicts_the_mask(tiny_mdlm):
     logits = module.logits(input_ids=torch.full((1, 8), info.mask_id))
     assert torch.isinf(logits[..., info.mask_id]).all() and torch.isfinite(logits[..., : info.mask_id]).all()
 
-
-def test_dsl_objective_is_refused_by_name(tiny_mdlm, tmp_path):
-    with pytest.raises(ObjectiveError, match="LLaDA-format"):
-        run_adapt(_cfg(tiny_mdlm, tmp_path / "dsl", "dsl"))

@@ -31,6 +31,13 @@ Layout written by :func:`save_dsl_checkpoint` (one directory, written atomically
   ``alpha`` is not stored in the release's checkpoints; the released LoRA class defaults it to
   128, which is used unless ``dsl_config.json`` sets ``ffout_lora_alpha``.
 
+MDLM-format backbones (``model_type`` "mdlm", :mod:`dslbench.models.mdlm`; the DSL release
+itself is LLaDA-only, so this layout is dslbench's): ``config.json`` and ``model.safetensors``
+exactly as the released ``kuleshov-group/mdlm-owt`` (the ``backbone.*`` keys only, so the
+released MDLM code and ``mdm_llada`` load the backbone unchanged), the five DSL tensors under
+the names above in a side file ``dsl.safetensors`` (float32), tokenizer files and
+``dsl_config.json`` (``d_model`` is the DiT's ``hidden_dim``). No head LoRA on this layout.
+
 Gaps with respect to the public release, each refused with a clear error rather than loaded
 wrongly: the "residual"/"highpass" converter variant (``converter.residual_proj.*``) and any
 other unknown non-backbone key. Loading a hub id downloads ``dsl_config.json`` too when present.
@@ -60,6 +67,7 @@ from dslbench.models.loading import (
 )
 
 DSL_CONFIG_FILE = "dsl_config.json"
+DSL_WEIGHTS_FILE = "dsl.safetensors"  # the DSL tensors next to an MDLM-format backbone
 FORMAT_VERSION = 1
 DSL_KEYS = (
     "noise_embed.weight",
@@ -105,7 +113,8 @@ def save_dsl_checkpoint(model, dsl, tokenizer, out_dir: str | os.PathLike, dsl_c
     objective = dsl_config.get("objective", "dsl")
     if objective != "dsl":
         raise ValueError(f"dsl_config objective={objective!r}; a DSL checkpoint has objective 'dsl'")
-    d_model = int(model.config.d_model)
+    mdlm = getattr(model.config, "model_type", "") == "mdlm"
+    d_model = int(model.config.hidden_dim if mdlm else model.config.d_model)
     if dsl.d_model != d_model:
         raise ValueError(f"DSL modules map to width {dsl.d_model} but the model has d_model={d_model}")
     if dsl.vocab_size > int(getattr(model.config, "embedding_size", None) or model.config.vocab_size):
@@ -138,8 +147,19 @@ def save_dsl_checkpoint(model, dsl, tokenizer, out_dir: str | os.PathLike, dsl_c
 
     out = Path(out_dir).expanduser().resolve()
     with staged_checkpoint_dir(out) as tmp:
-        write_config_json(llada_config_json(model), tmp / "config.json")
-        write_weights({**backbone, **extra}, tmp)
+        if mdlm:  # the mdlm-owt layout untouched, the DSL tensors beside it
+            from safetensors.torch import save_file
+
+            from dslbench import fsio
+            from dslbench.models.mdlm_checkpoint import WEIGHTS_FILE, mdlm_config_json
+
+            write_config_json(mdlm_config_json(model), tmp / "config.json")
+            for name, tensors in ((WEIGHTS_FILE, backbone), (DSL_WEIGHTS_FILE, extra)):
+                with fsio.written_file(tmp / name):
+                    save_file(tensors, str(tmp / name), metadata={"format": "pt"})
+        else:
+            write_config_json(llada_config_json(model), tmp / "config.json")
+            write_weights({**backbone, **extra}, tmp)
         tokenizer.save_pretrained(str(tmp))
         write_config_json(config_out, tmp / DSL_CONFIG_FILE)
     return out
@@ -174,7 +194,7 @@ def is_dsl_checkpoint(pretrained: str | os.PathLike) -> bool:
     path = Path(pretrained).expanduser()
     if not path.is_dir():
         return False
-    if (path / DSL_CONFIG_FILE).is_file():
+    if (path / DSL_CONFIG_FILE).is_file() or (path / DSL_WEIGHTS_FILE).is_file():
         return True
     try:
         return "noise_embed.weight" in _file_keys(checkpoint_weight_files(path))
@@ -210,7 +230,6 @@ def load_dsl_checkpoint(pretrained: str | os.PathLike, dtype: str = "auto", devi
     the same device. ``dsl_config`` is the stored file completed with the derived fields, plus
     ``layout`` ("dslbench" or "published") and, when a LoRA head was merged, ``ffout_lora``.
     """
-    from dslbench.diffusion.dsl import DSLModules
     from dslbench.models.llada import LLaDAModelLM
     from dslbench.models.loading import _describe, _llada_info
 
@@ -218,20 +237,16 @@ def load_dsl_checkpoint(pretrained: str | os.PathLike, dtype: str = "auto", devi
     torch_dtype = resolve_dtype(dtype, dev)
     directory = _resolve_dir(pretrained)
     raw = read_config_json(directory)
-    if str(raw.get("model_type", "")).lower() != "llada":
+    model_type = str(raw.get("model_type", "")).lower()
+    if model_type not in ("llada", "mdlm"):
         raise CheckpointFormatError(
-            f"{directory}: DSL checkpoints are LLaDA-format (model_type 'llada'); got model_type={raw.get('model_type')!r}"
+            f"{directory}: DSL checkpoints are LLaDA-format (model_type 'llada') or MDLM-format (model_type 'mdlm'); "
+            f"got model_type={raw.get('model_type')!r}"
         )
+    stored_config = _stored_dsl_config(directory)
+    if model_type == "mdlm":
+        return _load_mdlm_dsl(directory, stored_config, torch_dtype, dev)
     config = llada_config_from_dir(directory)
-    stored_config: dict[str, Any] = {}
-    if (directory / DSL_CONFIG_FILE).is_file():
-        stored_config = read_json_file(directory / DSL_CONFIG_FILE, DSL_CONFIG_FILE)
-        if not isinstance(stored_config, dict):
-            raise CheckpointFormatError(f"{directory / DSL_CONFIG_FILE}: expected a JSON object")
-        if stored_config.get("objective", "dsl") != "dsl":
-            raise CheckpointFormatError(
-                f"{directory}/{DSL_CONFIG_FILE} says objective={stored_config.get('objective')!r}, not 'dsl'"
-            )
 
     files = checkpoint_weight_files(directory)
     keys = _file_keys(files)
@@ -306,22 +321,75 @@ def load_dsl_checkpoint(pretrained: str | os.PathLike, dtype: str = "auto", devi
     model.eval()
 
     dsl_state = {k: v.float() for k, v in _read_tensors(keys, list(DSL_KEYS), torch.device("cpu")).items()}
-    vocab, noise_dim = dsl_state["noise_embed.weight"].shape
-    d_model = dsl_state["converter.backbone_embedding.weight"].shape[0]
-    if d_model != config.d_model:
-        raise CheckpointFormatError(
-            f"converter.backbone_embedding.weight maps to width {d_model}, the model has d_model={config.d_model}"
-        )
-    if dsl_state["converter.backbone_embedding.weight"].shape[1] != vocab + 1 or dsl_state["converter.logit_bias"].shape != (vocab + 1,):
-        raise CheckpointFormatError("converter tensors do not have V + 1 slots for the noise embedding's V rows")
-    if vocab < config.vocab_size:
-        raise CheckpointFormatError(
-            f"noise_embed.weight has {vocab} rows, fewer than the tokenizer vocabulary ({config.vocab_size})"
-        )
     if "converter.embed.weight" in keys:
         alias = _read_tensors(keys, ["converter.embed.weight"], torch.device("cpu"))["converter.embed.weight"].float()
         if alias.shape != dsl_state["noise_embed.weight"].shape or not torch.equal(alias, dsl_state["noise_embed.weight"]):
             raise CheckpointFormatError("converter.embed.weight differs from noise_embed.weight")
+    dsl, info_config = _dsl_modules(dsl_state, stored_config, int(config.d_model), int(config.vocab_size),
+                                    int(config.mask_token_id), dev)
+    if "log_snr_max" in keys:
+        value = _read_tensors(keys, ["log_snr_max"], torch.device("cpu"))["log_snr_max"]
+        info_config["log_snr_max"] = float(value.float().reshape(-1)[0])
+    if lora_info is not None:
+        info_config["ffout_lora"] = lora_info
+
+    tokenizer = load_tokenizer(directory, config)
+    info = _llada_info(config, tokenizer, directory)
+    return model, dsl, tokenizer, info, info_config
+
+
+def _stored_dsl_config(directory: Path) -> dict[str, Any]:
+    """``dsl_config.json`` (empty when absent: a published checkpoint)."""
+    if not (directory / DSL_CONFIG_FILE).is_file():
+        return {}
+    stored_config = read_json_file(directory / DSL_CONFIG_FILE, DSL_CONFIG_FILE)
+    if not isinstance(stored_config, dict):
+        raise CheckpointFormatError(f"{directory / DSL_CONFIG_FILE}: expected a JSON object")
+    if stored_config.get("objective", "dsl") != "dsl":
+        raise CheckpointFormatError(
+            f"{directory}/{DSL_CONFIG_FILE} says objective={stored_config.get('objective')!r}, not 'dsl'"
+        )
+    return stored_config
+
+
+def _load_mdlm_dsl(directory: Path, stored_config: dict[str, Any], dtype: torch.dtype, dev: torch.device):
+    """An MDLM-format backbone (loaded as any MDLM checkpoint) plus ``dsl.safetensors``."""
+    from dslbench.models.mdlm_checkpoint import load_mdlm_dir
+
+    side = directory / DSL_WEIGHTS_FILE
+    if not side.is_file():
+        raise CheckpointFormatError(f"{directory} is an MDLM-format checkpoint without {DSL_WEIGHTS_FILE}; "
+                                    "not a DSL checkpoint (a plain MDLM checkpoint decodes with mdm_llada)")
+    keys = _file_keys([side])
+    missing = [k for k in DSL_KEYS if k not in keys]
+    unexpected = sorted(set(keys) - set(DSL_KEYS))
+    if missing or unexpected:
+        raise CheckpointFormatError(f"{side}: expected exactly the DSL tensors {', '.join(DSL_KEYS)} "
+                                    f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'})")
+    model, tokenizer, info = load_mdlm_dir(directory, dtype, dev)
+    dsl_state = {k: v.float() for k, v in _read_tensors(keys, list(DSL_KEYS), torch.device("cpu")).items()}
+    dsl, info_config = _dsl_modules(dsl_state, stored_config, int(model.config.hidden_dim),
+                                    int(model.config.vocab_size), int(info.mask_id), dev)
+    return model, dsl, tokenizer, info, info_config
+
+
+def _dsl_modules(dsl_state: dict[str, torch.Tensor], stored_config: dict[str, Any], width: int, vocab_size: int,
+                 mask_id: int, dev: torch.device):
+    """The checked :class:`DSLModules` of ``dsl_state`` and the completed ``dsl_config``."""
+    from dslbench.diffusion.dsl import DSLModules
+
+    vocab, noise_dim = dsl_state["noise_embed.weight"].shape
+    d_model = dsl_state["converter.backbone_embedding.weight"].shape[0]
+    if d_model != width:
+        raise CheckpointFormatError(
+            f"converter.backbone_embedding.weight maps to width {d_model}, the model has d_model={width}"
+        )
+    if dsl_state["converter.backbone_embedding.weight"].shape[1] != vocab + 1 or dsl_state["converter.logit_bias"].shape != (vocab + 1,):
+        raise CheckpointFormatError("converter tensors do not have V + 1 slots for the noise embedding's V rows")
+    if vocab < vocab_size:
+        raise CheckpointFormatError(
+            f"noise_embed.weight has {vocab} rows, fewer than the tokenizer vocabulary ({vocab_size})"
+        )
     norms = dsl_state["noise_embed.weight"].norm(dim=-1)
     if not torch.allclose(norms, torch.ones_like(norms), atol=1e-2):
         raise CheckpointFormatError("noise_embed.weight rows are not unit-norm; not a DSL noise embedding")
@@ -343,15 +411,7 @@ def load_dsl_checkpoint(pretrained: str | os.PathLike, dtype: str = "auto", devi
         noise_dim=int(noise_dim),
         d_model=int(d_model),
         beta_train=learned_beta,
-        mask_token_id=int(config.mask_token_id),
+        mask_token_id=int(mask_id),
         layout="dslbench" if stored_config else "published",
     )
-    if "log_snr_max" in keys:
-        value = _read_tensors(keys, ["log_snr_max"], torch.device("cpu"))["log_snr_max"]
-        info_config["log_snr_max"] = float(value.float().reshape(-1)[0])
-    if lora_info is not None:
-        info_config["ffout_lora"] = lora_info
-
-    tokenizer = load_tokenizer(directory, config)
-    info = _llada_info(config, tokenizer, directory)
-    return model, dsl, tokenizer, info, info_config
+    return dsl, info_config

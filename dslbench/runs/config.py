@@ -23,6 +23,8 @@ Config (YAML)::
         model_args: {pretrained: GSAI-ML/LLaDA-8B-Instruct, logits_eos_inf: true, block_length: 32}
         resources: {num_gpus: 1}     # optional: what one cell of this model asks Ray for (--executor ray)
         processes: 1                 # optional: data-parallel ranks per cell (torchrun), for a model too slow for one device
+        tasks: ["dsl_summ_synth_{nfe}step"]  # optional: this model runs only these of the config's tasks
+        budgets: [16]                # optional: ... and only these of its budgets (a cheap extra row)
 
 String model args may use ``${VAR}`` / ``${VAR:-default}`` (environment); an unset variable or a
 ``<placeholder>`` is refused before anything runs, naming the model. ``pretrained: tiny:seed=N``
@@ -72,6 +74,8 @@ class ModelSpec:
     model_args: dict[str, Any]
     resources: dict[str, Any] | None = None  # Ray task options of one cell (--executor ray)
     processes: int = 1  # data-parallel ranks per cell (torchrun, dslbench/runs/launch.py)
+    tasks: list[str] | None = None  # a subset of the config's task templates (None: all)
+    budgets: list[int] | None = None  # a subset of the config's budgets (None: all)
 
 
 @dataclass
@@ -146,7 +150,7 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
     for i, m in enumerate(models_raw):
         if not isinstance(m, dict) or not m.get("name") or not m.get("backend"):
             raise fail(f"models[{i}] needs a name and a backend")
-        bad = sorted(set(m) - {"name", "backend", "model_args", "resources", "processes"})
+        bad = sorted(set(m) - {"name", "backend", "model_args", "resources", "processes", "tasks", "budgets"})
         if bad:
             raise fail(f"models[{i}] ({m['name']}): unknown key(s) {', '.join(bad)}")
         args = m.get("model_args") or {}
@@ -166,11 +170,18 @@ def parse_config(raw: Any, path: Path | None = None, out: str | os.PathLike | No
         processes = m.get("processes", 1)
         if not (isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1):
             raise fail(f"models[{i}] ({m['name']}): processes must be an integer >= 1, got {processes!r}")
-        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources, processes))
+        models.append(ModelSpec(str(m["name"]), str(m["backend"]), dict(args), resources, processes,
+                                m.get("tasks"), m.get("budgets")))
     tasks, task_limits = _parse_tasks(raw.get("tasks"), fail)
     budgets = raw.get("budgets") or []
     if not isinstance(budgets, list) or not all(isinstance(b, int) and b > 0 for b in budgets):
         raise fail("'budgets' must be a list of positive integers")
+    for i, m in enumerate(models):  # a model's own tasks / budgets: a subset of the config's
+        for key, allowed in (("tasks", tasks), ("budgets", budgets)):
+            own = getattr(m, key)
+            if own is not None and not (isinstance(own, list) and own and all(x in allowed for x in own)):
+                raise fail(f"models[{i}] ({m.name}): {key} must be a non-empty list drawn from the config's {key} "
+                           f"({', '.join(map(str, allowed))}), got {own!r}")
     if any("{nfe}" in t for t in tasks) and not budgets:
         raise fail("tasks use {nfe} but no budgets are given")
     output = Path(out) if out is not None else Path(raw.get("output") or f"results/{path.stem if path else 'leaderboard'}")
@@ -219,12 +230,14 @@ def _parse_tasks(raw: Any, fail) -> tuple[list[str], dict[str, Any]]:
 
 def plan(config: MatrixConfig) -> list[Cell]:
     """The cells, in config order: per model, each budget, then the budget-free tasks."""
-    per_budget = _by_limit(config, [t for t in config.tasks if "{nfe}" in t])
-    fixed = _by_limit(config, [t for t in config.tasks if "{nfe}" not in t])
     cells = []
     for m in config.models:
+        own = config.tasks if m.tasks is None else [t for t in config.tasks if t in m.tasks]
+        per_budget = _by_limit(config, [t for t in own if "{nfe}" in t])
+        fixed = _by_limit(config, [t for t in own if "{nfe}" not in t])
         base = config.output / "runs" / slug(m.name)
-        for b in config.budgets if per_budget else []:
+        budgets = config.budgets if m.budgets is None else [b for b in config.budgets if b in m.budgets]
+        for b in budgets if per_budget else []:
             for limit, (suffix, tasks) in per_budget.items():
                 cells.append(Cell(m, b, [t.replace("{nfe}", str(b)) for t in tasks], base / f"nfe{b}{suffix}", limit))
         for limit, (suffix, tasks) in fixed.items():

@@ -1,5 +1,5 @@
-"""A leaderboard model's args: ``${VAR}`` expansion, the ``tiny:`` / ``tiny-dsl:`` / ``tiny-dg:``
-checkpoints built on first use (and the ``tiny-gpt2:`` evaluator of the task metadata),
+"""A leaderboard model's args: ``${VAR}`` expansion, the ``tiny:`` / ``tiny-dsl:`` / ``tiny-dg:`` /
+``tiny-mdlm[-mdm|-softmask|-dsl]:`` checkpoints built on first use (and the ``tiny-gpt2:`` evaluator of the task metadata),
 and the check of every model arg against its backend's declared args before anything runs."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from typing import Any
 from dslbench.runs.config import Cell, MatrixConfig, MatrixConfigError, ModelSpec
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TINY = re.compile(r"^(tiny|tiny-dsl|tiny-dg):seed=(\d+)$")
+_TINY = re.compile(r"^(tiny|tiny-dsl|tiny-dg|tiny-mdlm|tiny-mdlm-mdm|tiny-mdlm-softmask|tiny-mdlm-dsl):seed=(\d+)$")
 # spec kind -> the checkpoint directory's name prefix under the models folder
-_TINY_DIRS = {"tiny": "tiny-base", "tiny-dsl": "tiny-dsl", "tiny-dg": "tiny-dg", "tiny-gpt2": "tiny-gpt2"}
+_TINY_DIRS = {"tiny": "tiny-base", "tiny-dsl": "tiny-dsl", "tiny-dg": "tiny-dg", "tiny-gpt2": "tiny-gpt2",
+              "tiny-mdlm": "tiny-mdlm", "tiny-mdlm-mdm": "tiny-mdlm-mdm", "tiny-mdlm-softmask": "tiny-mdlm-softmask",
+              "tiny-mdlm-dsl": "tiny-mdlm-dsl"}
 _TINY_EVALUATOR = re.compile(r"^tiny-gpt2:seed=(\d+)$")
 
 
@@ -45,6 +47,8 @@ def expand_arg(model: str, key: str, value: Any) -> Any:
 def _tiny_checkpoint(kind: str, seed: int, models_dir: Path) -> Path:
     from dslbench.models.tiny import make_tiny
 
+    if kind.startswith("tiny-mdlm"):
+        return _tiny_mdlm_checkpoint(kind, seed, models_dir)
     if kind == "tiny-dg":  # a random tiny DiffusionGemma (its own tokenizer, trained like the base's)
         path = _tiny_dir(kind, seed, models_dir)
         if not (path / "config.json").exists():
@@ -67,6 +71,24 @@ def _tiny_checkpoint(kind: str, seed: int, models_dir: Path) -> Path:
         save_dsl_checkpoint(model, dsl, tokenizer, dsl_dir,
                             {"beta_train": 2.0, "max_steps": 0, "data": "none (untrained DSL modules on the tiny base)"})
     return dsl_dir
+
+
+def _tiny_mdlm_checkpoint(kind: str, seed: int, models_dir: Path) -> Path:
+    """``tiny-mdlm``: a random tiny MDLM-format base; ``tiny-mdlm-<objective>``: that base after the
+    tiny adaptation recipe (:mod:`dslbench.training.tiny_adapt`) with the objective."""
+    from dslbench.models.tiny import make_tiny
+
+    base = _tiny_dir("tiny-mdlm", seed, models_dir)
+    if not (base / "config.json").exists():
+        make_tiny(base, seed=seed, family="mdlm")
+    if kind == "tiny-mdlm":
+        return base
+    out = _tiny_dir(kind, seed, models_dir)
+    if not (out / "adapt_config.json").exists():  # written last: a complete adapted checkpoint
+        from dslbench.training.tiny_adapt import adapt_tiny
+
+        adapt_tiny(base, out, kind.removeprefix("tiny-mdlm-"), seed=seed)
+    return out
 
 
 def resolve_metadata(metadata: dict[str, Any], models_dir: Path, build: bool = True) -> dict[str, Any]:

@@ -14,6 +14,10 @@ initialisation (its weight starts from the base token embeddings), as in the rel
 Departures, each a named option: ``--dsl-prompt clean`` (the prompt as clean token embeddings,
 the way the sampler feeds it), ``--dsl-loss-norm rows`` (a mean of per-row means),
 ``--converter-bias-init zero``; released options: ``--head-lora-rank``, ``--converter-grad-scale``.
+
+On an MDLM-format base (the DiT of kuleshov-group/mdlm; the DSL release trains LLaDA only) the
+step is the same; :data:`MDLM_OPEN_CHOICES` names what the released material leaves open and
+what is done here.
 """
 
 from __future__ import annotations
@@ -28,6 +32,24 @@ from torch import nn
 
 from dslbench.training.data import Batch
 from dslbench.training.objective import AdaptModule, LossOutput, Objective, ObjectiveError
+
+# What the DSL release leaves open for a DiT base, and the choice made (in ``--help``, the docs and
+# adapt_config.json).
+MDLM_OPEN_CHOICES = (
+    "input seam: the converter's output replaces vocab_embed's lookup (inputs_embeds into the DiT), the one "
+    "place a DiT takes token vectors, as LLaDA's wte is bypassed; rotary positions are untouched",
+    "adaLN conditioning: left as the base runs it, time_conditioning=false, i.e. the constant "
+    "silu(sigma_map(0)) (the noise level reaches the network only through the converter, as in DSL-LLaDA, "
+    "whose backbone has no time input); feeding the SNR to sigma_map would need time_conditioning=true, which "
+    "the released checkpoint lacks; sigma_map and the adaLN projections stay trainable",
+    "frozen head (--freeze-head auto): output_layer.linear, the unembedding (LLaDA's ff_out); norm_final and "
+    "the final adaLN modulation train, like LLaDA's ln_f",
+    "loss: cross-entropy over the vocabulary without [MASK] (its logit -inf, as every MDLM-format objective "
+    "and the samplers read it: the SUBS rule that [MASK] is never a prediction; DSL-LLaDA keeps it)",
+    "converter init: from vocab_embed.embedding and its [MASK] row (the last id), as from LLaDA's wte",
+    "layout: config.json + model.safetensors exactly as mdlm-owt (the released MDLM code loads the backbone), "
+    "the DSL tensors under the release's names in dsl.safetensors; no head LoRA",
+)
 
 LOGNORMAL_PER = ("token", "sequence")
 DSL_PROMPT = ("noised", "clean")
@@ -98,10 +120,14 @@ class DSLObjective(Objective):
             raise ObjectiveError("--head-lora-rank trains the head through an adapter on a frozen base; "
                                  "it cannot be combined with --freeze-head no")
         self.resumed_from_dsl = False
+        self.family = None
 
     @classmethod
     def add_arguments(cls, parser) -> None:
-        g = parser.add_argument_group("dsl objective (defaults: the released DSL-LLaDA training)")
+        g = parser.add_argument_group(
+            "dsl objective (defaults: the released DSL-LLaDA training)",
+            "On an MDLM-format base, open in the released material and chosen here: "
+            + "; ".join(f"({i + 1}) {c}" for i, c in enumerate(MDLM_OPEN_CHOICES)) + ".")
         g.add_argument("--noise-dim", type=int, default=100,
                        help="noise embedding dimension d (default 100, the published DSL-LLaDA-Beta1 checkpoint's; "
                        "the released train_dsl.sh uses 48)")
@@ -138,10 +164,15 @@ class DSLObjective(Objective):
     def build(self, backbone, tokenizer, info, base_dir=None, preloaded=None) -> dict[str, nn.Module]:
         from dslbench.diffusion.dsl import DSLModules
 
-        if getattr(info, "family", "llada") != "llada":
+        family = getattr(info, "family", "llada")
+        if family not in ("llada", "mdlm"):
             raise ObjectiveError(
-                f"--objective dsl needs a LLaDA-format base checkpoint (DSL checkpoints are LLaDA-format); got {info.family}"
+                f"--objective dsl needs a LLaDA-format or MDLM-format base checkpoint; got {family}"
             )
+        self.family = family
+        if self.lora_rank and family == "mdlm":
+            raise ObjectiveError("--head-lora-rank is not available on an MDLM-format base (the DSL-LLaDA head "
+                                 "adapter's layout names LLaDA's ff_out); use --freeze-head yes|no")
         if self.lora_rank:
             from dslbench.training.head_lora import install_head_lora
 
@@ -156,7 +187,7 @@ class DSLObjective(Objective):
             self.beta_init = float(dsl.converter.beta.detach())
             self.resumed_from_dsl = True
             return {"dsl": dsl.float().train()}
-        d_model = int(backbone.config.d_model)
+        d_model = int(backbone.config.hidden_dim if family == "mdlm" else backbone.config.d_model)
         dsl = DSLModules(int(info.vocab_size), self.noise_dim, d_model, beta_init=self.beta_init, noise_seed=self.noise_seed)
         dsl.init_from_backbone(backbone.get_input_embeddings().weight.detach().float(), int(info.mask_id))
         if self.bias_init == "default":
@@ -234,4 +265,6 @@ class DSLObjective(Objective):
                 "dsl_prompt": self.prompt, "dsl_loss_norm": self.loss_norm, "converter_bias_init": self.bias_init,
                 "converter_grad_scale": self.grad_scale, "head_lora_rank": self.lora_rank,
                 "head_lora_alpha": self.lora_alpha if self.lora_rank else None,
-                "continued_from_dsl_checkpoint": self.resumed_from_dsl}
+                "continued_from_dsl_checkpoint": self.resumed_from_dsl,
+                # after build, on an MDLM base (the final adapt_config.json): the open choices taken
+                **({"mdlm_open_choices": list(MDLM_OPEN_CHOICES)} if self.family == "mdlm" else {})}

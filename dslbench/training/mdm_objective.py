@@ -5,6 +5,10 @@ with probability ``p`` (prompt and pad positions never); the loss is
 (EOS fill included). ``--mdm-loss-weight none`` drops the ``1/p`` factor (a plain mean over the
 masked tokens per row, still length-normalised) — not the published semantics, offered because
 it learns faster on tiny models.
+
+An MDLM-format base (family ``mdlm``) trains with MDLM's own released loss instead
+(:mod:`dslbench.training.mdlm_loss`: antithetic times, mask rate ``(1 - eps) t``, SUBS, weight
+``1/t``, token mean); ``--mdm-loss-weight none`` drops its ``1/t`` there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dslbench.training.data import Batch
+from dslbench.training.mdlm_loss import mdlm_corrupt, mdlm_loss
 from dslbench.training.objective import AdaptModule, LossOutput, Objective, ObjectiveError, draw_uniform
 
 MDM_EPS = 1e-3  # LLaDA's forward process: p = (1 - eps) t + eps
@@ -82,15 +87,33 @@ class MDMObjective(Objective):
     @classmethod
     def add_arguments(cls, parser) -> None:
         g = parser.add_argument_group("mdm objective")
-        g.add_argument("--mask-eps", type=float, default=MDM_EPS, help="p = (1-eps) t + eps (default 1e-3, LLaDA)")
-        g.add_argument("--mdm-loss-weight", default="inv_p", help="inv_p (LLaDA: CE / p) or none (plain mean)")
+        g.add_argument("--mask-eps", type=float, default=MDM_EPS, help="p = (1-eps) t + eps (default 1e-3, LLaDA); on an MDLM base the "
+                       "release's sampling_eps, t = (1-eps) u + eps (default 1e-3, as released)")
+        g.add_argument("--mdm-loss-weight", default="inv_p", help="inv_p (LLaDA: CE / p; on an MDLM base MDLM's 1/t) or none (plain mean)")
+
+    # The forward process and the loss of the base's family: MDLM's own for an MDLM base.
+    def corrupt(self, module: AdaptModule, batch: Batch, generator):
+        """``(noisy_ids, masked, level [B])``: LLaDA's ``p`` or MDLM's ``t``."""
+        if is_mdlm(module):
+            return mdlm_corrupt(batch.input_ids, batch.response_mask, module.mask_id, generator, self.eps)
+        return mdm_corrupt(batch.input_ids, batch.response_mask, module.mask_id, generator, self.eps)
+
+    def masked_loss(self, module: AdaptModule, logits, batch: Batch, masked, level) -> torch.Tensor:
+        if is_mdlm(module):
+            weighting = "inv_t" if self.weighting == "inv_p" else "none"
+            return mdlm_loss(logits, batch.input_ids, masked, level, batch.response_mask, module.mask_id, weighting)
+        return mdm_loss(logits, batch.input_ids, masked, level, batch.response_mask, self.weighting)
 
     def loss(self, module: AdaptModule, batch: Batch, generator) -> LossOutput:
-        noisy, masked, p = mdm_corrupt(batch.input_ids, batch.response_mask, module.mask_id, generator, self.eps)
+        noisy, masked, level = self.corrupt(module, batch, generator)
         logits = module.logits(input_ids=noisy, attention_mask=batch.attention_mask)
-        loss = mdm_loss(logits, batch.input_ids, masked, p, batch.response_mask, self.weighting)
+        loss = self.masked_loss(module, logits, batch, masked, level)
         return LossOutput(loss, batch.n_tokens, int(masked.sum()), {"mask_rate": float(masked.sum()) / max(1, int(batch.response_mask.sum()))})
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "mask_eps": self.eps, "loss_weight": self.weighting,
                 "normalisation": "per-row response length (LLaDA SFT)"}
+
+
+def is_mdlm(module: AdaptModule) -> bool:
+    return getattr(module.info, "family", "") == "mdlm"

@@ -107,6 +107,8 @@ def head_parameters(backbone: nn.Module) -> list[nn.Parameter]:
     """The output head's parameters (empty when the head is tied to the input embedding)."""
     get = getattr(backbone, "get_output_embeddings", None)
     head = get() if get is not None else None
+    if head is None:  # MDLM's DiT: its unembedding is output_layer.linear (the analogue of LLaDA's ff_out)
+        head = getattr(getattr(getattr(backbone, "backbone", None), "output_layer", None), "linear", None)
     if head is None:
         return []
     tied = backbone.get_input_embeddings()
@@ -186,7 +188,7 @@ class Objective:
 
     # ---- output
     def save_final(self, module: AdaptModule, tokenizer, info, out_dir: Path, record: dict) -> Path:
-        """Default: the backbone in its own evaluation layout (LLaDA or Dream)."""
+        """Default: the backbone in its own evaluation layout (LLaDA, Dream or MDLM)."""
         return save_backbone(module.backbone, tokenizer, info, out_dir, record.get("base_dir"))
 
     def config(self) -> dict[str, Any]:
@@ -195,7 +197,7 @@ class Objective:
 
 def save_backbone(backbone: nn.Module, tokenizer, info, out_dir: Path, base_dir: str | None = None) -> Path:
     """Write the backbone as an evaluation checkpoint (atomic) in the layout of its family."""
-    if getattr(info, "family", "llada") == "mdlm":
+    if getattr(info, "family", "llada") == "mdlm":  # the released mdlm-owt layout
         from dslbench.models.mdlm_checkpoint import save_mdlm_checkpoint
 
         return save_mdlm_checkpoint(backbone, tokenizer, out_dir)

@@ -55,6 +55,19 @@ it fine-tunes DoRA adapters (r 16 on q/k/v/o) rather than the full backbone, wit
 schedule and a gradient clip of 7. Ambiguous in the code: the Dream trainer's dataclass
 defaults (p_sm 0.8, k 3, steepness 10/1.5) differ from the configs it was run with (0.5, 1,
 6.66); the configs are taken as the released values.
+
+On an MDLM-format base (``algo: mdlm_sm`` of IBM's ``language/`` code, read in the fork
+ishnbl/soft-masked-diffusion-language-models): MDLM's own forward process and loss
+(:mod:`dslbench.training.mdlm_loss`, via the ``mdm`` objective); the first pass's logits go
+through SUBS (the [MASK] logit at -1e6) before the top-k and the entropy, as the release feeds
+its ``log_x_theta`` to the ``TransparencyHead``; k = 3 (``mixinputs_k``); the two-pass step runs
+only when the batch-mean time lies in ``[sm_t_min, sm_t_max] = [0.2, 0.8]``
+(``--softmask-t-band``, the release's ``optim`` defaults) and the gate draw passes with
+``sm_prob`` 0.5. Not taken over: the fork's training-time rescaling of the centre by
+``current_nll_ema / initial_nll`` (it is off on the release's first step, where the two agree;
+afterwards the centre here is the learned scalar alone), its ``slerp_sm`` / reliability variants
+(off in ``mdlm_sm.yaml``) and its rank-identical gate generator seeded by the global step (here the
+gate is a draw of the step's generator, also identical on every rank).
 """
 
 from __future__ import annotations
@@ -75,12 +88,17 @@ from dslbench.diffusion.softmask import (
     save_softmask,
 )
 from dslbench.training.data import Batch
-from dslbench.training.mdm_objective import MDMObjective, mdm_corrupt, mdm_loss
+from dslbench.training.mdlm_loss import subs_logits
+from dslbench.training.mdm_objective import MDMObjective, is_mdlm
 from dslbench.training.objective import AdaptModule, LossOutput, ObjectiveError, draw_uniform, save_backbone
 
 SOFTMASK_PROB = 0.5  # softmasking_prob of every released config
 SOFTMASK_LR = 1e-2  # the released trainer's learning rate for the scalars
 SOFTMASK_K = 1
+MDLM_SOFTMASK_K = 3  # mdlm_sm.yaml: mixinputs_k
+MDLM_T_BAND = (0.2, 0.8)  # the language/ config's optim.sm_t_min / sm_t_max
+K_AUTO = "auto (1; 3 on an MDLM base)"
+BAND_AUTO = "auto (0.2-0.8 on an MDLM base, else none)"
 SOFTMASK_PER = ("batch", "sequence")
 EXTRA_NAME = "softmask"
 
@@ -98,12 +116,14 @@ class SoftMaskObjective(MDMObjective):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         try:
+            self.k_auto = self.options.get("softmask_k") is None
             self.k = int(_opt(self.options, "softmask_k", SOFTMASK_K))
             self.prob = float(_opt(self.options, "softmask_prob", SOFTMASK_PROB))
             self.lr = float(_opt(self.options, "softmask_lr", SOFTMASK_LR))
         except (TypeError, ValueError) as err:
             raise ObjectiveError(f"--softmask-k / --softmask-prob / --softmask-lr: {err}") from None
         self.per = _opt(self.options, "softmask_per", "batch")
+        self.band = parse_t_band(_opt(self.options, "softmask_t_band", "auto"))
         if self.k < 1:
             raise ObjectiveError(f"--softmask-k {self.k} must be >= 1 (1 for Dream, 3 for the 169M model)")
         if not 0.0 <= self.prob <= 1.0:
@@ -124,13 +144,18 @@ class SoftMaskObjective(MDMObjective):
         except ValueError as err:
             raise ObjectiveError(f"--softmask-init-*: {err}") from None
         self.continued_from_softmask = False
+        self.built = False
 
     @classmethod
     def add_arguments(cls, parser) -> None:
         # The mdm options (--mask-eps, --mdm-loss-weight) apply too; MDMObjective adds them.
         g = parser.add_argument_group("softmask objective (also uses the mdm options)")
-        g.add_argument("--softmask-k", type=int, default=SOFTMASK_K,
-                       help="top-k predictions blended into a masked position (1: Dream, 3: the 169M model; default 1)")
+        g.add_argument("--softmask-k", type=int, default=None,
+                       help="top-k predictions blended into a masked position (default: 1 on LLaDA / Dream bases, "
+                       "as the Dream configs; 3 on an MDLM base, as mdlm_sm.yaml)")
+        g.add_argument("--softmask-t-band", default="auto",
+                       help="LO,HI: run the two-pass step only when the batch-mean time lies in [LO, HI] (auto: "
+                       "0.2,0.8 on an MDLM base, the language/ config's sm_t_min / sm_t_max; no band on LLaDA / Dream)")
         g.add_argument("--softmask-prob", type=float, default=SOFTMASK_PROB,
                        help="p_sm: probability of the two-pass soft-masked step (default 0.5, the released Dream runs; "
                        "the released 169M runs use 0.8)")
@@ -147,6 +172,12 @@ class SoftMaskObjective(MDMObjective):
 
     # ---- set-up
     def build(self, backbone, tokenizer, info, base_dir: Path | None = None, preloaded=None):
+        mdlm = getattr(info, "family", "") == "mdlm"
+        self.built = True
+        if self.k_auto and mdlm:
+            self.k = MDLM_SOFTMASK_K
+        if self.band is None and mdlm:
+            self.band = MDLM_T_BAND
         params = None
         if preloaded and isinstance(preloaded.get(EXTRA_NAME), SoftMaskParams):
             params = preloaded[EXTRA_NAME]
@@ -182,13 +213,16 @@ class SoftMaskObjective(MDMObjective):
     # ---- training
     def loss(self, module: AdaptModule, batch: Batch, generator) -> LossOutput:
         ids, am = batch.input_ids, batch.attention_mask
-        noisy, masked, p = mdm_corrupt(ids, batch.response_mask, module.mask_id, generator, self.eps)
+        noisy, masked, level = self.corrupt(module, batch, generator)
         params: SoftMaskParams = module.extras[EXTRA_NAME]
         B = ids.shape[0]
         if self.per == "batch":
             rows = (draw_uniform((1,), generator, ids.device) < self.prob).expand(B)
         else:
             rows = draw_uniform((B,), generator, ids.device) < self.prob
+        if self.band is not None:  # the release's time band, on the batch-mean time
+            lo, hi = self.band
+            rows = rows & bool(lo <= float(level.float().mean()) <= hi)
         blend_at = masked & rows[:, None]
         n_rows = int(rows.sum())
         if bool(blend_at.any()):
@@ -198,6 +232,8 @@ class SoftMaskObjective(MDMObjective):
             sub_am = am if all_rows else am[sel]
             with torch.no_grad():  # first pass: no graph, so no gradient through its logits
                 first = module.logits(input_ids=sub_ids, attention_mask=sub_am)
+                if is_mdlm(module):  # the release blends from SUBS log-probabilities: no [MASK] guess
+                    first = subs_logits(first, module.mask_id)
             sub_in = blend_inputs(module, sub_ids, first, blend_at if all_rows else blend_at[sel], params, self.k)
             del first
             inputs = sub_in if all_rows else module.embed(noisy).index_put((sel,), sub_in)
@@ -206,7 +242,7 @@ class SoftMaskObjective(MDMObjective):
         else:
             logits = module.logits(input_ids=noisy, attention_mask=am)
             passes = 1
-        loss = mdm_loss(logits, ids, masked, p, batch.response_mask, self.weighting)
+        loss = self.masked_loss(module, logits, batch, masked, level)
         # Keep the scalars in the graph on every route (zero contribution): DDP needs the same
         # used parameters on every rank.
         loss = loss + 0.0 * sum(q.sum() for q in params.parameters())
@@ -229,11 +265,31 @@ class SoftMaskObjective(MDMObjective):
         return path
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "softmask_k": self.k, "softmask_prob": self.prob, "softmask_per": self.per,
+        # before build (the run record) an automatic k / band is not decided yet: say so
+        return {**super().config(), "softmask_k": self.k if self.built or not self.k_auto else K_AUTO,
+                "softmask_t_band": list(self.band) if self.band else (None if self.built else BAND_AUTO), "softmask_prob": self.prob, "softmask_per": self.per,
                 "softmask_lr": self.lr, "continued_from_softmask_checkpoint": self.continued_from_softmask,
                 "softmask_init": {**SoftMaskParams().values(), **self.init} if not self.continued_from_softmask
                 else "base checkpoint" + (f" with {self.init}" if self.init else ""),
                 "two_pass": "first pass under no_grad on the masked input; second pass on blended inputs carries the mdm loss"}
 
 
-__all__ = ["SoftMaskObjective", "SOFTMASK_PROB", "SOFTMASK_LR", "SOFTMASK_K", "SOFTMASK_PER"]
+def parse_t_band(text) -> tuple[float, float] | None:
+    """``auto`` -> None (decided by the base's family); ``LO,HI`` with 0 <= LO <= HI <= 1."""
+    if text in (None, "auto"):
+        return None
+    if isinstance(text, (tuple, list)):
+        parts = list(text)
+    else:
+        parts = str(text).split(",")
+    try:
+        lo, hi = (float(x) for x in parts)
+    except (TypeError, ValueError):
+        raise ObjectiveError(f"--softmask-t-band {text!r} is not valid; allowed: auto or LO,HI with "
+                             "0 <= LO <= HI <= 1") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ObjectiveError(f"--softmask-t-band {text!r} is not valid; allowed: auto or LO,HI with 0 <= LO <= HI <= 1")
+    return lo, hi
+
+
+__all__ = ["SoftMaskObjective", "parse_t_band", "SOFTMASK_PROB", "SOFTMASK_LR", "SOFTMASK_K", "SOFTMASK_PER"]
