@@ -285,4 +285,5 @@ def _run_claimed(runner, pending: list, result: MatrixResult, config: MatrixConf
                         + "; ".join(f"{c.label} by {claims.holder(c)}" for c, _, _ in todo))
                 time.sleep(POLL_S)
     finally:
+        runner.progress.close()
         claims.close()
