@@ -377,11 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_eval(args, argv[1:])
     args = parser.parse_args(argv)
     from dslbench.console import console
-    from dslbench.harness.lm_eval_logs import quiet_lm_eval
 
-    if not args.verbose:
-        quiet_lm_eval()  # dslbench's own commands: without lm-eval's per-task usage notice
-    with console(args.verbose):
+    with console(args.verbose):  # quiet (lm-eval's notices included) unless --verbose
         return args.func(args)
 
 

@@ -131,7 +131,10 @@ def console(verbose_flag: bool = False) -> Iterator[None]:
     loggers = {name: logging.getLogger(name) for name in QUIET_LOGGERS}
     levels = {name: logger.level for name, logger in loggers.items()}
     bars = BarFilter(sys.stderr)
-    with _env(QUIET_ENV, "1"), warnings.catch_warnings(), contextlib.redirect_stderr(bars):
+    # transformers sets its level when first imported (after this, often): from this variable
+    transformers_level = os.environ.get("TRANSFORMERS_VERBOSITY") or "error"
+    with _env(QUIET_ENV, "1"), _env("TRANSFORMERS_VERBOSITY", transformers_level), warnings.catch_warnings(), \
+            contextlib.redirect_stderr(bars):
         for category, pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern, category=category)
         for name, logger in loggers.items():
