@@ -369,6 +369,8 @@ class RayExecutor:
     def _collect(refs: dict, progress: Progress, result: ExecutorResult, output: Path) -> None:
         import ray
 
+        from dslbench.runs.cell_line import cell_summary
+
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             cell, opts = refs.pop(ref)
@@ -385,7 +387,9 @@ class RayExecutor:
                 progress.done += 1
                 progress.gpu_seconds += info["seconds"] * float(opts.get("num_gpus", 0))
                 result.ran.append(cell)
-                message = f"finished in {info['seconds']:.1f} s (attempt {info['attempt']}), log: {log}"
+                summary = cell_summary(cell.dir)
+                message = (f"finished in {info['seconds']:.1f} s (attempt {info['attempt']})"
+                           + (f": {summary}" if summary else "") + f", log: {log}")
             running = sum(cell_log(c, output).stat().st_size > 0 for c, _ in refs.values())
             progress.line(cell, message, running, len(refs) - running)
 
