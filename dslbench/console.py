@@ -9,8 +9,10 @@ back, only inside :func:`console` and only what dslbench's own runs cause:
 - the warnings matched by :data:`QUIET_WARNINGS` (category + message pattern), never a blanket
   ``simplefilter("ignore")``: dslbench's own warnings (truncation, an evaluator that is not
   GPT-2 large, partial report inputs) always pass;
-- lines a C library writes straight to the process's stderr (faiss's "clustering N points"
-  under mauve-text), filtered by :func:`filtered_stderr` around the one call that causes them;
+- lines written straight to the process's stderr by C code or a subprocess (faiss's "clustering
+  N points" under mauve-text; git's "not a git repository" when lm-eval records the commit of a
+  run started outside a checkout), filtered by :func:`filtered_stderr` around the calls that
+  cause them (MAUVE; a leaderboard cell's evaluation);
 - third-party progress bars (lm-eval's per-task context building, the backends' per-request
   bars, transformers' weight loading and saving, mauve-text's featurizing): ``sys.stderr`` is
   wrapped in :class:`BarFilter`, which drops tqdm's redraws; the one bar per long phase is
@@ -49,7 +51,10 @@ QUIET_WARNINGS = (
     (UserWarning, r".*`do_sample` is set to `False`"),  # transformers' generation-config check
 )
 # lines a C library writes to fd 2 (kept when they do not match)
-QUIET_STDERR = (re.compile(rb"^WARNING clustering \d+ points to \d+ centroids"),)  # faiss, under mauve
+QUIET_STDERR = (
+    re.compile(rb"^WARNING clustering \d+ points to \d+ centroids"),  # faiss, under mauve-text
+    re.compile(rb"^fatal: not a git repository"),  # git, when lm-eval records the commit outside a checkout
+)
 
 
 def verbose() -> bool:
