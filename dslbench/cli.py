@@ -252,7 +252,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
     fields = set(AdaptConfig.__dataclass_fields__)
     values = {k: v for k, v in vars(args).items() if k in fields}
-    options = {k: v for k, v in vars(args).items() if k not in fields and k not in ("func", "command")}
+    options = {k: v for k, v in vars(args).items() if k not in fields and k not in ("func", "command", "verbose")}
     cfg = AdaptConfig(**values, objective_options=options)
     try:
         result = run_adapt(cfg)
@@ -415,6 +415,10 @@ def build_parser(objective_args: bool = False) -> argparse.ArgumentParser:
         **_describe("eval"),
     )
     p.set_defaults(func=_cmd_eval, passthrough=True)
+    for name, command in sub.choices.items():
+        if name != "eval":  # eval is lm-eval's own console
+            command.add_argument("--verbose", action="store_true",
+                                 help="print every third-party log line, warning and progress bar as the libraries make them")
     return parser
 
 
@@ -425,10 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command="eval")
         return _cmd_eval(args, argv[1:])
     args = parser.parse_args(argv)
-    from dslbench.harness.lm_eval_logs import quiet_lm_eval
+    from dslbench.console import console
 
-    quiet_lm_eval()  # dslbench's own commands: without lm-eval's per-task usage notice
-    return args.func(args)
+    with console(args.verbose):  # quiet (lm-eval's notices included) unless --verbose
+        return args.func(args)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ lm-eval logs a notice for every task whose dataset comes from a ``custom_dataset
 (``Custom kwargs can be passed to --metadata ... For example --metadata='{"max_seq_lengths":...}'``),
 once per task per cell: a leaderboard or the demo repeats it dozens of times, and the example it
 gives is another task family's. :func:`quiet_lm_eval` attaches a filter for that one message to
-the logger that emits it (``lm_eval.api.task``); every other record passes, warnings included. The
-``dslbench`` console script installs it for its own commands; ``lm_eval`` and ``dslbench eval`` (the
-explicit lm-eval pass-through) keep lm-eval's output as lm-eval makes it.
+the logger that emits it (``lm_eval.api.task``); every other record passes, warnings included.
+The ``dslbench`` commands no longer install it: :mod:`dslbench.console` quiets lm-eval's notices
+with the rest of the third-party chatter for the length of a command (``--verbose`` shows them);
+it stays for callers that want only this notice gone. ``lm_eval`` and ``dslbench eval`` keep
+lm-eval's output as lm-eval makes it.
 """
 
 from __future__ import annotations

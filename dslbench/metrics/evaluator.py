@@ -195,9 +195,12 @@ def mauve_score(p_texts: Sequence[str], q_texts: Sequence[str], evaluator: Evalu
     (its defaults otherwise: seed 25, ...). Empty strings are dropped, as mauve's text path does."""
     import mauve
 
+    from dslbench.console import filtered_stderr
+
     p = evaluator.features([t for t in p_texts if len(t) > 0], max_text_length, batch_size)
     q = evaluator.features([t for t in q_texts if len(t) > 0], max_text_length, batch_size)
-    return float(mauve.compute_mauve(p_features=p, q_features=q, **kw).mauve)
+    with filtered_stderr():  # faiss's "clustering N points" line (C stderr) on the tasks' small samples
+        return float(mauve.compute_mauve(p_features=p, q_features=q, **kw).mauve)
 
 
 def released_mauve(generations: Sequence[str], references: Sequence[str], evaluator: Evaluator,

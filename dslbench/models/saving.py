@@ -85,10 +85,32 @@ def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def drop_shared_aliases(state: dict[str, torch.Tensor]) -> list[str]:
+    """Remove from ``state``, in place, every key whose tensor shares storage with an earlier key
+    (tied weights: DiffusionGemma's encoder and decoder share their layers, its head the embedding);
+    returns the removed keys. It keeps the first key of each group, as accelerate's own clean-up
+    before a safetensors save does, so the file written is the same, without accelerate's "Removed
+    shared tensor {...}" warning (a list of every tied name, read as a fault); safetensors'
+    ``load_model`` (what accelerate's ``load_state`` calls) ties them again on load."""
+    from accelerate.utils import id_tensor_storage
+
+    seen: set = set()
+    removed = []
+    for key, tensor in list(state.items()):
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        storage = id_tensor_storage(tensor)
+        if storage in seen:
+            removed.append(key)
+            del state[key]
+        seen.add(storage)
+    return removed
+
+
 def weight_map(directory: str | os.PathLike) -> dict[str, str]:
     with (Path(directory) / SAFETENSORS_INDEX_FILE).open(encoding="utf-8") as f:
         return json.load(f)["weight_map"]
 
 
 __all__ = ["write_weights", "write_config_json", "llada_config_json", "read_weights", "LLADA_AUTO_MAP",
-           "MAX_SHARD_SIZE"]
+           "MAX_SHARD_SIZE", "drop_shared_aliases"]

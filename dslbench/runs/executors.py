@@ -212,10 +212,31 @@ class Progress:
     done: int = 0
     failed: int = 0
     gpu_seconds: float = 0.0
+    bar: Any = None  # the evaluation's one progress bar (quiet console, local executor)
 
     def line(self, cell, message: str, running: int, left: int) -> None:
-        self.log(f"[done {self.done}/{self.total} | running {running} | failed {self.failed} | left {left} | "
-                 f"{self.gpu_seconds / 3600:.2f} GPU-h] {cell.label}: {message}")
+        gpu = f" | {self.gpu_seconds / 3600:.2f} GPU-h" if self.gpu_seconds else ""
+        text = f"[done {self.done}/{self.total} | running {running} | failed {self.failed} | left {left}{gpu}] {cell.label}: {message}"
+        if self.bar is None:
+            self.log(text)
+            return
+        with self.bar.external_write_mode(file=self.bar.fp):  # the line above the bar, not through it
+            self.log(text)
+
+    def open_bar(self) -> Any:
+        """The bar over every pending cell, opened once; None with ``--verbose`` (lm-eval's own bars show)."""
+        from dslbench.console import bar_file, quiet
+
+        if self.bar is None and quiet():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="evaluating", unit="cell", dynamic_ncols=True, file=bar_file())
+        return self.bar
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ----------------------------------------------------------------------------- executors
@@ -229,17 +250,27 @@ class LocalExecutor:
     def run(self, pending: list, prepare: Callable, run_one: Callable, output: Path,
             log: Callable[[str], None]) -> ExecutorResult:
         result = ExecutorResult()
+        from dslbench.runs.cell_line import cell_summary
+
         progress = self.progress or Progress(len(pending), log)
         gpus = _local_gpus()
+        bar = progress.open_bar()
         for cell, desc in pending:
             args = prepare(cell)
-            log(f"[{progress.done + 1}/{progress.total}] {cell.label}: evaluating {', '.join(cell.tasks)}")
+            if bar is None:
+                log(f"[{progress.done + 1}/{progress.total}] {cell.label}: evaluating {', '.join(cell.tasks)}")
+            else:
+                bar.set_postfix_str(cell.label)
             start = time.monotonic()
             run_one(cell, model_args=args, desc=desc, **data_parallel(cell))
             seconds = time.monotonic() - start
             progress.done += 1
             progress.gpu_seconds += seconds * gpus * cell.model.processes
-            progress.line(cell, f"finished in {seconds:.1f} s", 0, progress.total - progress.done)
+            if bar is not None:
+                bar.update()
+            summary = cell_summary(cell.dir)
+            progress.line(cell, f"finished in {seconds:.1f} s" + (f": {summary}" if summary else ""), 0,
+                          progress.total - progress.done)
             result.ran.append(cell)
         return result
 
@@ -338,6 +369,8 @@ class RayExecutor:
     def _collect(refs: dict, progress: Progress, result: ExecutorResult, output: Path) -> None:
         import ray
 
+        from dslbench.runs.cell_line import cell_summary
+
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             cell, opts = refs.pop(ref)
@@ -354,7 +387,9 @@ class RayExecutor:
                 progress.done += 1
                 progress.gpu_seconds += info["seconds"] * float(opts.get("num_gpus", 0))
                 result.ran.append(cell)
-                message = f"finished in {info['seconds']:.1f} s (attempt {info['attempt']}), log: {log}"
+                summary = cell_summary(cell.dir)
+                message = (f"finished in {info['seconds']:.1f} s (attempt {info['attempt']})"
+                           + (f": {summary}" if summary else "") + f", log: {log}")
             running = sum(cell_log(c, output).stat().st_size > 0 for c, _ in refs.values())
             progress.line(cell, message, running, len(refs) - running)
 

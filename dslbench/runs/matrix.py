@@ -129,6 +129,7 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     in, the cell's files out, nothing else touched (another executor can call it as is). On any
     failure the partial folder is removed and the cell stays pending. The caller holds the cell's
     claim, so the partial / old folders removed here are never another live driver's."""
+    from dslbench.console import filtered_stderr
     from dslbench.harness.run import DONE, write_json_atomic
 
     # an executor whose attempts may overlap (Ray) gives each its own partial folder and installs it
@@ -140,8 +141,9 @@ def run_cell(cell: Cell, config: MatrixConfig, model_args: dict[str, Any], desc:
     try:
         write_json_atomic(desc, partial / CELL_INFO)
         extra = {"metadata": resolve_metadata(config.metadata, config.output / "models")} if config.metadata else {}
-        evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=cell.limit, seed=config.seed,
-                 batch_size=config.batch_size, force=True, **extra)
+        with filtered_stderr():  # lm-eval runs `git describe`: outside a checkout git says so on stderr
+            evaluate(cell.model.backend, model_args, cell.tasks, partial, limit=cell.limit, seed=config.seed,
+                     batch_size=config.batch_size, force=True, **extra)
         if not (partial / DONE).is_file():
             raise RuntimeError(f"{cell.label}: the evaluation finished without writing {partial / DONE}")
         # what ran (a task's own nfe / gen_length over the model args, --limit), beside the identity
@@ -285,4 +287,5 @@ def _run_claimed(runner, pending: list, result: MatrixResult, config: MatrixConf
                         + "; ".join(f"{c.label} by {claims.holder(c)}" for c, _, _ in todo))
                 time.sleep(POLL_S)
     finally:
+        runner.progress.close()
         claims.close()

@@ -166,6 +166,13 @@ def trim_log(out: Path, step: int) -> None:
         fsio.write_text_atomic("".join(kept), path)
 
 
+def _drop_shared_aliases(models, weights: list[dict], output_dir) -> None:
+    from dslbench.models.saving import drop_shared_aliases
+
+    for state in weights:
+        drop_shared_aliases(state)
+
+
 def save_resume_state(accelerator, out: Path, step: int, tokens_seen: int, cfg: AdaptConfig,
                        loss: float | None = None) -> Path:
     ckpts = out / CKPT_DIR
@@ -178,7 +185,12 @@ def save_resume_state(accelerator, out: Path, step: int, tokens_seen: int, cfg: 
     accelerator.wait_for_everyone()
     with writing(tmp):
         fsio.crash_point("write", tmp)
-        accelerator.save_state(str(tmp))
+        # tied weights leave the state before accelerate's safetensors save (same file, no warning)
+        handle = accelerator.register_save_state_pre_hook(_drop_shared_aliases)
+        try:
+            accelerator.save_state(str(tmp))
+        finally:
+            handle.remove()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         fsio.fix_mode(tmp)

@@ -104,6 +104,7 @@ def run_adapt(
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
+    from dslbench.console import bar_file
     from dslbench.models.loading import resolve_device
     from dslbench.training.data import build_data
     from dslbench.training.objectives import AdaptModule, make_objective
@@ -198,7 +199,7 @@ def run_adapt(
     unwrapped = accelerator.unwrap_model(module)
     all_params = list(module.parameters())  # the full list: FSDP's clip needs the model's own parameters
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc=f"adapt {cfg.objective}",
-               disable=not (cfg.progress and main), dynamic_ncols=True)
+               disable=not (cfg.progress and main), dynamic_ncols=True, file=bar_file())
     losses: list[float] = []
     t_run, tok_run = 0.0, 0
     window_t, window_tok = time.perf_counter(), 0
