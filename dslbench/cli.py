@@ -13,7 +13,7 @@ _DESCRIPTIONS = {
                  "lm-evaluation-harness plugin. Sub-commands import their (heavy) modules only when run; "
                  "`dslbench COMMAND --help` says more.",
                  "dslbench demo --out results/demo", "docs/index.md"),
-    "make-tiny": ("Write a randomly initialised tiny checkpoint (LLaDA, Dream or DiffusionGemma format) with a "
+    "make-tiny": ("Write a randomly initialised tiny checkpoint (LLaDA, Dream, DiffusionGemma or MDLM format) with a "
                   "tokenizer trained offline, or a small trained GPT-2 evaluator (--family gpt2), for tests and "
                   "first runs. The same seed gives the same bytes.",
                   "dslbench make-tiny --out tiny", "docs/quickstart.md"),
