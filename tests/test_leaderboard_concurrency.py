@@ -99,8 +99,12 @@ def test_drivers_sharing_a_folder_evaluate_each_cell_once(reference, tmp_path, d
     assert sorted(k for k, _ in events) == sorted(CELLS)  # every cell once, across all drivers
     assert len({pid for _, pid in events}) > 1  # they did share the work
     assert len(results) == drivers
-    ran = [int(f.read_text().split()[0]) for f in tmp_path.glob("result-*")]
-    assert len(ran) == drivers and sum(ran) == len(CELLS)
+    files = sorted(tmp_path.glob("result-*"))
+    ran = [int(f.read_text().split()[0]) for f in files]
+    # (once in a full-suite run under load, 3 of 4 drivers' files were there, all exits 0: say
+    # which, with every driver's own output, should it happen again)
+    seen = [(f.name, f.read_text()) for f in files] + [(p.pid, out[-300:], err[-600:]) for p, (out, err) in zip(procs, results)]
+    assert len(ran) == drivers and sum(ran) == len(CELLS), seen
     out = tmp_path / "out"
     assert (out / "leaderboard.csv").read_bytes() == reference
     assert not _leftovers(out)
