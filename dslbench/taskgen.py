@@ -1,9 +1,25 @@
-"""Shared by the task-YAML generators under ``tasks/`` (summarization, open-ended): a group
-YAML, and writing the generated files or checking that the committed ones are up to date."""
+"""Shared by the task-YAML generators under ``tasks/`` (summarization, open-ended, unconditional):
+a group YAML, the metric list of a generation task, and writing the generated files or checking
+that the committed ones are up to date."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+# The length, repetition and efficiency metrics every generation family reports (open-ended,
+# unconditional): (metric, aggregation in the family's utils module or "mean", higher_is_better).
+GENERATION_METRICS = (
+    ("d2", "distinct", True),
+    ("d3", "distinct", True),
+    ("rep", "rep", False),
+    ("words", "words_valid", True),
+    ("n_valid", "n_valid", True),
+    ("empty", "mean", False),
+    ("nfe", "mean", False),
+    ("gen_tokens", "mean", True),
+    ("seconds_per_sample", "mean", False),
+    ("tokens_per_forward", "tokens_per_forward", True),
+)
 
 
 def group_yaml(header: str, name: str, members: list[str], comment: str, version: float,

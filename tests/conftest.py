@@ -26,6 +26,25 @@ def tiny_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_mdlm(tmp_path_factory):
+    """A tiny MDLM-format DiT in the released mdlm-owt layout (``make-tiny --family mdlm``); read only."""
+    from dslbench.models.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two shared cores: one torch thread per process keeps tiny loops fast and never oversubscribed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
 def untrained_dsl_ckpt(tiny_ckpt, tmp_path_factory):
     """``tiny_ckpt`` with freshly initialised DSL modules (noise dim 16), in the DSL checkpoint layout."""
     from dslbench.diffusion.dsl import DSLModules

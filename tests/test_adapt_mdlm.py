@@ -19,13 +19,6 @@ NEG_INF = -1_000_000.0  # the release's neg_infinity
 EPS = 1e-3  # training.sampling_eps and LogLinearNoise's eps
 
 
-@pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory):
-    from dslbench.models.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm")
-
-
 def _module(ckpt, objective="mdm", **options):
     from dslbench.models.loading import load_model
 

@@ -15,13 +15,6 @@ from dslbench.training.loop import AdaptConfig, run_adapt, step_generator
 from dslbench.training.objectives import AdaptModule, ObjectiveError, head_parameters, make_objective
 
 
-@pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory):
-    from dslbench.models.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm")
-
-
 def _module(ckpt, **options):
     from dslbench.models.loading import load_model
 

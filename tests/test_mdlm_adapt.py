@@ -12,19 +12,7 @@ from dslbench.training.loop import AdaptConfig, run_adapt
 from tests.mdlm_reference import load_released
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory):
-    from dslbench.models.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(base, out, objective):

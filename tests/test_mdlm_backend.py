@@ -10,19 +10,12 @@ import torch
 from dslbench.metrics.sample_stats import split_stats
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory):
-    from dslbench.models.tiny import make_tiny
-
-    return str(make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm"))
+def tiny_mdlm(tiny_mdlm):
+    return str(tiny_mdlm)  # the backends take pretrained= as a string
 
 
 # as the dsl_uncond_* tasks ask: no prompt (the text only names the sample and seeds it), whole span kept

@@ -20,13 +20,6 @@ RELEASED_OTHER_KEYS = ("backbone.output_layer.adaLN_modulation.bias", "backbone.
                        "backbone.sigma_map.mlp.2.weight", "backbone.vocab_embed.embedding")
 
 
-@pytest.fixture(scope="module")
-def tiny_mdlm(tmp_path_factory):
-    from dslbench.models.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm")
-
-
 def test_written_checkpoint_has_the_released_layout(tiny_mdlm):
     from safetensors import safe_open
 

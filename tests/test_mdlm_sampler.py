@@ -13,21 +13,12 @@ from dslbench.models.loading import load_model
 from tests.mdlm_reference import ReleasedSampler
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one thread per process keeps these tiny loops fast (and never oversubscribed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from dslbench.models.tiny import make_tiny
-
-    path = make_tiny(tmp_path_factory.mktemp("mdlm") / "tiny-mdlm", seed=0, family="mdlm")
-    model, _, info = load_model(str(path), dtype="float32", device="cpu")
+def tiny(tiny_mdlm):
+    model, _, info = load_model(str(tiny_mdlm), dtype="float32", device="cpu")
     return model, info
 
 

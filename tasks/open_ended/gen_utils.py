@@ -22,6 +22,7 @@ from dslbench.data.open_ended import load_prompts as _released_prompts
 from dslbench.data.open_ended import synth_prefixes
 from dslbench.metrics import open_ended as oe
 from dslbench.metrics.efficiency import efficiency, tokens_per_forward  # noqa: F401  (YAML aggregation)
+from dslbench.metrics.open_ended import distinct, genppl, n_valid, rep, words_valid  # noqa: F401  (YAML aggregations)
 from dslbench.metrics.evaluator import load_evaluator
 from dslbench.metrics.sample_stats import attach_stats, split_stats
 
@@ -96,26 +97,6 @@ def process_results(doc: dict, results: list[str]) -> dict:
     if doc.get("reference"):
         out["mauve"] = {"id": doc["id"], "text": text, "reference": doc["reference"], "ppl_model": stats["ppl_model"]}
     return out
-
-
-def genppl(values) -> float:
-    return oe.genppl(values)
-
-
-def distinct(values) -> float:
-    return oe.distinct(values)
-
-
-def rep(values) -> float:
-    return oe.rep(values)
-
-
-def words_valid(values) -> float:
-    return oe.words_valid(values)
-
-
-def n_valid(values) -> int:
-    return oe.n_valid(values)
 
 
 def mauve(items) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dslbench.taskgen import GENERATION_METRICS
+
 HERE = Path(__file__).resolve().parent
 BUDGETS = (128, 256, 512, 1024)  # the T axis of the ReMDM / MDLM OpenWebText tables
 GEN_LENGTH = 1024  # released: model.length=1024
@@ -24,17 +26,7 @@ METRICS = (
     ("mauve", "mauve", True),
     ("genppl", "genppl", False),
     ("entropy", "entropy", True),
-    ("d2", "distinct", True),
-    ("d3", "distinct", True),
-    ("rep", "rep", False),
-    ("words", "words_valid", True),
-    ("n_valid", "n_valid", True),
-    ("empty", "mean", False),
-    ("nfe", "mean", False),
-    ("gen_tokens", "mean", True),
-    ("seconds_per_sample", "mean", False),
-    ("tokens_per_forward", "tokens_per_forward", True),
-)
+) + GENERATION_METRICS
 
 
 def common_yaml() -> str:

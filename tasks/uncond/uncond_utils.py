@@ -25,6 +25,8 @@ from dslbench.data.uncond import load_references, reference_texts
 from dslbench.metrics import open_ended as oe
 from dslbench.metrics import uncond as un
 from dslbench.metrics.efficiency import efficiency, tokens_per_forward  # noqa: F401  (YAML aggregation)
+from dslbench.metrics.open_ended import distinct, n_valid, rep, words_valid  # noqa: F401  (YAML aggregations)
+from dslbench.metrics.uncond import mean_entropy as entropy, pooled_genppl as genppl  # noqa: F401  (YAML aggregations)
 from dslbench.metrics.evaluator import load_evaluator, mauve_score
 from dslbench.metrics.sample_stats import attach_stats, split_stats
 
@@ -99,30 +101,6 @@ def process_results(doc: dict, results: list[str]) -> dict:
         **eff,
         "tokens_per_forward": (eff["gen_tokens"], eff["nfe"]),
     }
-
-
-def genppl(items) -> float:
-    return un.pooled_genppl(items)
-
-
-def entropy(items) -> float:
-    return un.mean_entropy(items)
-
-
-def distinct(values) -> float:
-    return oe.distinct(values)
-
-
-def rep(values) -> float:
-    return oe.rep(values)
-
-
-def words_valid(values) -> float:
-    return oe.words_valid(values)
-
-
-def n_valid(values) -> int:
-    return oe.n_valid(values)
 
 
 def mauve(items) -> float:
